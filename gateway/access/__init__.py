@@ -1,0 +1,1 @@
+"""Access control decided in memory: credentials, access rules, rate limits."""

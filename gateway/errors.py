@@ -1,0 +1,159 @@
+"""One error tree, mapped to an HTTP status and an OpenAI error body in exactly one place.
+
+    GatewayError                       500 internal_error (never raised for bad input)
+    ├── InvalidRequest                 400 invalid_request_error
+    ├── AuthenticationFailed           401 authentication_error
+    ├── PermissionDenied               403 permission_error
+    ├── NotFound                       404 not_found_error
+    │   └── ModelNotFound              404 model_not_found
+    ├── MethodNotAllowed               405 invalid_request_error
+    ├── PayloadTooLarge                413 invalid_request_error
+    ├── RateLimited                    429 rate_limit_error (carries headers)
+    ├── ServiceUnavailable             503 service_unavailable (draining)
+    └── UpstreamError                  the provider side
+        ├── UpstreamUnreachable        502 upstream_error
+        ├── UpstreamTimeout            504 timeout_error
+        └── UpstreamStatus             the provider's own status and body, relayed
+
+Exceptions carry data; :func:`error_response` is the only place that turns one into bytes.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with; ``status`` and ``type`` fix the response."""
+
+    status: int = 500
+    type: str = "internal_error"
+    code: str | None = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers = headers or []
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "model_access_denied"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "draining"
+
+
+class UpstreamError(GatewayError):
+    """A failure on the provider's side of the gateway."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamUnreachable(UpstreamError):
+    code = "upstream_unreachable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+    code = "upstream_timeout"
+
+
+class UpstreamStatus(UpstreamError):
+    """The provider answered with an error status; its body is relayed unchanged."""
+
+    def __init__(self, status: int, body: bytes, content_type: str | None, headers: list[tuple[str, str]]) -> None:
+        super().__init__(f"upstream answered {status}", code="upstream_status", headers=headers)
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+
+class _ErrorDetail(msgspec.Struct, omit_defaults=False):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorDetail
+
+
+_encode = msgspec.json.Encoder().encode
+JSON_HEADERS = [("content-type", "application/json")]
+
+
+def error_body(exc: GatewayError) -> bytes:
+    """The OpenAI error document for ``exc``."""
+    return _encode(_ErrorBody(_ErrorDetail(exc.message, exc.type, exc.param, exc.code)))
+
+
+def error_response(exc: GatewayError) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body for ``exc``: the one mapping from errors to HTTP."""
+    if isinstance(exc, UpstreamStatus):
+        headers = [("content-type", exc.content_type or "application/json"), *exc.headers]
+        return exc.status, headers, exc.body
+    return exc.status, [*JSON_HEADERS, *exc.headers], error_body(exc)
+
+
+def sse_error_event(exc: GatewayError) -> bytes:
+    """An error in OpenAI's SSE shape, for failures after a stream's first byte was sent."""
+    return b"data: " + error_body(exc) + b"\n\n"

@@ -1,0 +1,1 @@
+"""Model resolution: concrete models and virtual models with load balancing, retries, fallbacks."""

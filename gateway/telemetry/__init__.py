@@ -1,0 +1,1 @@
+"""Spans as plain records, a bounded ring buffer, and the drain task that ships them."""
