@@ -1,16 +1,100 @@
-"""The wire contract between gateway and exporter (filled in by the tracing work).
+"""The wire contract between gateway and exporter: versioned, msgpack-encoded span batches.
 
 Both sides import this one module; the exporter imports nothing else from the gateway.
+One NATS message carries one :class:`SpanBatch`. Records are ``array_like`` (positional
+msgpack arrays, no field names on the wire) and ``gc=False`` (they hold no cycles), which
+is what keeps recording a span in the low microseconds.
+
+Schema evolution: fields are only ever appended, with defaults, and ``SCHEMA_VERSION`` is
+bumped; a decoder rejects a batch whose version it does not know instead of guessing.
+
+Attribute values are ``str | bytes | int | float | bool | list[str] | list[int] | list[float]``.
+``bytes`` values are UTF-8 text the gateway already had as bytes (a request body): the
+exporter decodes them, so the request path never does.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
+
+SCHEMA_VERSION = 1
+
+# OTLP enum values, kept numeric so the exporter maps them 1:1.
+SPAN_KIND_INTERNAL = 1
+SPAN_KIND_SERVER = 2
+SPAN_KIND_CLIENT = 3
+STATUS_UNSET = 0
+STATUS_OK = 1
+STATUS_ERROR = 2
+
+
+class Span(msgspec.Struct, array_like=True, gc=False):
+    """One finished span. Ids are raw bytes (16 for traces, 8 for spans)."""
+
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes  # b"" for a root span with no remote parent
+    name: str
+    kind: int
+    start_ns: int  # unix epoch nanoseconds
+    end_ns: int
+    status_code: int = STATUS_UNSET
+    status_message: str = ""
+    attributes: dict[str, Any] = {}
+
+
+class Resource(msgspec.Struct, array_like=True, gc=False):
+    """Who produced the spans: one gateway worker process."""
+
+    service_name: str
+    service_version: str
+    instance_id: str
+    attributes: dict[str, Any] = {}
+
+
+class SpanBatch(msgspec.Struct, array_like=True, gc=False):
+    """One NATS message: a resource and the spans of one or more whole traces."""
+
+    version: int
+    resource: Resource
+    spans: list[Span]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(SpanBatch)
+
+
+class WireVersionError(ValueError):
+    """A batch written by a newer (or unknown) schema version."""
+
+
+def encode_batch(batch: SpanBatch) -> bytes:
+    """msgpack bytes for one batch."""
+    return _encoder.encode(batch)
+
+
+def decode_batch(data: bytes) -> SpanBatch:
+    """Decode one batch; raises ``msgspec.DecodeError`` or :class:`WireVersionError`."""
+    batch = _decoder.decode(data)
+    if batch.version != SCHEMA_VERSION:
+        raise WireVersionError(f"span batch schema version {batch.version}, expected {SCHEMA_VERSION}")
+    return batch
+
+
+# --- configuration shared by gateway and exporter ------------------------------------------------
 
 
 class NatsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Where span batches travel; absent means the embedded (in-process) exporter."""
+
     url: str = "nats://127.0.0.1:4222"
     subject_prefix: str = "gateway"
+
+    @property
+    def spans_subject(self) -> str:
+        return f"{self.subject_prefix}.spans"
 
 
 class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -18,5 +102,7 @@ class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
 
     enabled: bool = True
     service_name: str = "tfy-llm-gateway"
-    ring_size: int = 65536
+    ring_size: int = 65536  # finished traces held in memory before the drain task ships them
+    batch_max_spans: int = 512
+    flush_interval_ms: int = 200
     nats: NatsConfig | None = None
