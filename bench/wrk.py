@@ -60,7 +60,9 @@ def parse_wrk_output(text: str) -> WrkResult:
     for pct, value, unit in _LAT_PCT.findall(text):
         result.latency_ms[f"p{pct}"] = round(float(value) * _UNITS_S[unit] * 1000, 3)
     if sock := _SOCKET.search(text):
-        result.socket_errors = dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True))
+        result.socket_errors = dict(
+            zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True)
+        )
     if non := _NON2XX.search(text):
         result.non_2xx = int(non.group(1))
     return result

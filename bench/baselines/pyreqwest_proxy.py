@@ -44,7 +44,9 @@ class PyreqwestProxy:
             proto.response_bytes(200, JSON, HEALTH)
             return
         body = await proto()
-        request = self.client.post(self.upstream + scope.path).headers(forward_headers(scope)).body_bytes(body)
+        request = (
+            self.client.post(self.upstream + scope.path).headers(forward_headers(scope)).body_bytes(body)
+        )
         try:
             if wants_stream(body):
                 async with request.streamed_read_buffer_limit(0).build_streamed() as resp:

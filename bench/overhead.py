@@ -1,0 +1,347 @@
+"""Overhead run: what the gateway adds on one pinned vCPU, against the mock served directly.
+
+    python -m bench.overhead [--duration 5] [--rates 250,1000] [--connections 16,64]
+                             [--targets direct,aiohttp,pyreqwest,gateway,gateway-tracing,gateway-full]
+                             [--quick] [--no-stream] [--no-pin] [--out bench/results]
+
+For each target (see ``bench.targets``), in one session and against one mock upstream:
+
+1. closed loop with wrk at each connection count: maximum requests/s, CPU per request;
+2. open loop at each offered rate (``bench.loadgen``): p50/p90/p99 measured from the scheduled
+   send time, *added* latency = target percentile minus the direct-to-mock percentile of this run;
+3. streaming: wrk at the largest connection count, and an open-loop run at the first rate for
+   time-to-first-token and its overhead;
+4. RSS of the target's processes (granian's worker is a child of the supervisor).
+
+The target runs on one CPU, the mock, helpers and load generators on the other (``taskset``).
+Results: a table on stdout, ``bench/results/overhead-<time>.json`` and a PNG plot beside it.
+Numbers on a shared machine are noisy: compare ratios within one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.loadgen import run_open_loop
+from bench.procs import Pinning, cpu_seconds, decide_pinning, stop, tree_pids, tree_rss
+from bench.targets import DEFAULT_TARGETS, TARGETS, RunContext, Running, start_mock, validate
+from bench.wrk import lua_script, run_wrk, wrk_available
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Options:
+    """Knobs of one overhead run (see the module docstring and ``--help``)."""
+
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    rates: list[float] = field(default_factory=lambda: [250.0, 1000.0])
+    connections: list[int] = field(default_factory=lambda: [16, 64])
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    stream: bool = True
+    pin: bool = True
+    timeout_s: float = 10.0
+    mock_args: list[str] = field(default_factory=list)
+    out_dir: Path = RESULTS_DIR
+    plot: bool = True
+    label: str = "overhead"
+
+
+def _measured_root(running: Running, mock_pid: int) -> int:
+    return running.measured.pid if running.measured else mock_pid
+
+
+def _closed(
+    running: Running, script: Path, conns: int, opts: Options, pinning: Pinning, root: int
+) -> dict[str, Any]:
+    pids = tree_pids(root)
+    cpu0 = cpu_seconds(pids)
+    res = run_wrk(
+        running.chat_url, script, connections=conns, duration_s=opts.duration_s, prefix=pinning.prefix("load")
+    )
+    cpu = cpu_seconds(pids) - cpu0
+    out = res.to_dict()
+    out["cpu_us_per_req"] = round(cpu / res.requests * 1e6, 1) if res.requests else None
+    out["cpu_util"] = round(cpu / res.duration_s, 2) if res.duration_s else None
+    return out
+
+
+def _open(running: Running, rate: float, stream: bool, opts: Options, root: int) -> dict[str, Any]:
+    pids = tree_pids(root)
+    cpu0, t0 = cpu_seconds(pids), time.monotonic()
+    res = run_open_loop(
+        running.chat_url,
+        running.body(stream),
+        rate=rate,
+        duration_s=opts.duration_s,
+        warmup_s=opts.warmup_s,
+        headers=running.headers,
+        timeout_s=opts.timeout_s,
+    )
+    cpu, wall = cpu_seconds(pids) - cpu0, time.monotonic() - t0
+    out = res.to_dict()
+    # CPU covers warm-up and measured phases; divide by every request that got an answer in both.
+    answered = res.ok * (1 + opts.warmup_s / opts.duration_s)
+    out["cpu_us_per_req"] = round(cpu / answered * 1e6, 1) if answered else None
+    out["cpu_util"] = round(cpu / wall, 2) if wall else None
+    return out
+
+
+def measure(
+    running: Running, opts: Options, pinning: Pinning, mock_pid: int, work_dir: Path
+) -> dict[str, Any]:
+    """All phases against one started target; returns its JSON-ready result."""
+    root = _measured_root(running, mock_pid)
+    result: dict[str, Any] = {
+        "closed": {},
+        "open": {},
+        "stream": {},
+        "features": running.features,
+        "model": running.model,
+    }
+    rss_peak: dict[str, float] = {}
+
+    def sample_rss() -> None:
+        for key, value in tree_rss(root).items():
+            rss_peak[key] = max(rss_peak.get(key, 0), value)
+
+    scripts = {}
+    for stream in (False, True):
+        path = work_dir / f"{running.name}{'-stream' if stream else ''}.lua"
+        path.write_text(
+            lua_script(running.body(stream), {"Content-Type": "application/json", **running.headers})
+        )
+        scripts[stream] = path
+    if wrk_available():
+        # Warm-up: open the connections, let the target's caches and the pools fill; discarded.
+        run_wrk(
+            running.chat_url,
+            scripts[False],
+            connections=max(opts.connections),
+            duration_s=opts.warmup_s,
+            prefix=pinning.prefix("load"),
+        )
+        for conns in opts.connections:
+            result["closed"][str(conns)] = _closed(running, scripts[False], conns, opts, pinning, root)
+            sample_rss()
+            time.sleep(0.3)
+    else:
+        result["closed_skipped"] = "wrk not found"
+    for rate in opts.rates:
+        result["open"][f"{rate:g}"] = _open(running, rate, False, opts, root)
+        sample_rss()
+        time.sleep(0.3)
+    if opts.stream:
+        if wrk_available():
+            result["stream"]["closed"] = _closed(
+                running, scripts[True], max(opts.connections), opts, pinning, root
+            )
+            result["stream"]["closed"]["connections"] = max(opts.connections)
+        result["stream"]["open"] = _open(running, opts.rates[0], True, opts, root)
+        sample_rss()
+    result["rss"] = rss_peak
+    return result
+
+
+def add_deltas(results: dict[str, dict[str, Any]]) -> None:
+    """Added latency (target minus direct, same run) and throughput ratios, in place."""
+    direct = results.get("direct", {})
+    aiohttp_rps = _max_rps(results.get("aiohttp", {}))
+    for res in results.values():
+        if "error" in res:
+            continue
+        for rate, run in res.get("open", {}).items():
+            ref = direct.get("open", {}).get(rate, {}).get("latency_ms", {})
+            run["added_ms"] = {
+                q: round(run["latency_ms"][q] - ref[q], 3)
+                for q in ("p50", "p90", "p99")
+                if q in ref and q in run["latency_ms"]
+            }
+        s_open, d_open = res.get("stream", {}).get("open"), direct.get("stream", {}).get("open")
+        if s_open and d_open:
+            s_open["added_ttft_ms"] = {
+                q: round(s_open["ttft_ms"][q] - d_open["ttft_ms"][q], 3)
+                for q in ("p50", "p90", "p99")
+                if q in s_open["ttft_ms"] and q in d_open["ttft_ms"]
+            }
+        rps = _max_rps(res)
+        if rps and aiohttp_rps:
+            res["rps_vs_aiohttp"] = round(rps / aiohttp_rps, 2)
+    off, on = _max_rps(results.get("gateway", {})), _max_rps(results.get("gateway-tracing", {}))
+    if off and on:
+        results["gateway-tracing"]["rps_vs_tracing_off"] = round(on / off, 3)
+
+
+def _max_rps(res: dict[str, Any]) -> float | None:
+    closed = res.get("closed", {})
+    return max((c["rps"] for c in closed.values() if "rps" in c), default=None)
+
+
+def machine_info() -> dict[str, Any]:
+    """Hardware and versions to print beside the figures (no paths, no hostnames)."""
+    info: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    for pkg in ("granian", "pyreqwest", "aiohttp", "uvloop", "llm-gateway"):
+        try:
+            info[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return info
+
+
+def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One whole overhead run; returns the JSON document also written under ``opts.out_dir``."""
+    factories = {**TARGETS, **(extra_targets or {})}
+    unknown = [t for t in opts.targets if t not in factories]
+    if unknown:
+        raise SystemExit(f"unknown targets: {', '.join(unknown)} (known: {', '.join(factories)})")
+    names = ["direct"] + [t for t in opts.targets if t != "direct"]  # the reference always runs first
+    pinning = decide_pinning(disable=not opts.pin)
+    print(f"pinning: {pinning.note}", flush=True)
+    if pinning.enabled:
+        os.sched_setaffinity(0, {pinning.load_cpu})  # this process is the open-loop generator
+    if not wrk_available():
+        print("wrk not found: closed-loop max throughput skipped (apt-get install wrk)", flush=True)
+    started = dt.datetime.now(dt.UTC)
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work_dir = Path(tmp)
+        mock = start_mock(work_dir, pinning, opts.mock_args)
+        ctx = RunContext(f"http://127.0.0.1:{mock.port}", work_dir, pinning)
+        try:
+            for name in names:
+                print(f"[{name}] starting", flush=True)
+                t0 = time.monotonic()
+                try:
+                    running = factories[name](ctx)
+                except Exception as exc:  # one broken target must not sink the others' figures
+                    results[name] = {"error": f"start failed: {exc}"[:1500]}
+                    print(f"[{name}] SKIPPED: {results[name]['error']}", flush=True)
+                    continue
+                try:
+                    problem = validate(running)
+                    if problem:
+                        results[name] = {"error": f"validation failed: {problem}"}
+                        print(f"[{name}] SKIPPED: {problem}", flush=True)
+                        continue
+                    results[name] = measure(running, opts, pinning, mock.pid, work_dir)
+                    print(
+                        f"[{name}] done in {time.monotonic() - t0:.0f}s: {report.one_line(results[name])}",
+                        flush=True,
+                    )
+                finally:
+                    running.stop()
+        finally:
+            stop(mock)
+    add_deltas(results)
+    doc = {
+        "kind": opts.label,
+        "started": started.isoformat(timespec="seconds"),
+        "pinning": pinning.note,
+        "options": {
+            "duration_s": opts.duration_s,
+            "warmup_s": opts.warmup_s,
+            "rates": opts.rates,
+            "connections": opts.connections,
+            "stream": opts.stream,
+            "mock_args": opts.mock_args,
+        },
+        "machine": machine_info(),
+        "notes": ctx.notes,
+        "targets": results,
+    }
+    print()
+    print(report.render_table(doc))
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    json_path = report.write_json(doc, opts.out_dir / f"{opts.label}-{stamp}.json")
+    print(f"\nJSON: {json_path}")
+    if opts.plot:
+        png = report.plot(doc, opts.out_dir / f"{opts.label}-{stamp}.png")
+        if png:
+            print(f"plot: {png}")
+    return doc
+
+
+def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = None) -> Options:
+    """CLI → :class:`Options` (``--quick`` shortens everything to about a minute or two)."""
+    known = [*TARGETS, *(extra_targets or [])]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, help="seconds per measured phase (default 5; quick 2)")
+    parser.add_argument("--warmup", type=float, help="seconds of discarded warm-up per phase (default 1)")
+    parser.add_argument(
+        "--rates", help="open-loop offered loads in req/s, comma-separated (default 250,1000)"
+    )
+    parser.add_argument("--connections", help="wrk connection counts, comma-separated (default 16,64)")
+    parser.add_argument("--targets", help=f"comma-separated, from: {', '.join(known)}")
+    parser.add_argument("--quick", action="store_true", help="2 s phases, 250 req/s, 64 connections")
+    parser.add_argument("--no-stream", action="store_true", help="skip the streaming phases")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="per-request timeout of the open-loop generator"
+    )
+    parser.add_argument("--mock-latency-ms", type=float, default=0.0)
+    parser.add_argument("--mock-chunks", type=int, default=8)
+    parser.add_argument("--mock-chunk-delay-ms", type=float, default=0.0)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for JSON and PNG")
+    args = parser.parse_args(argv)
+    opts = Options(
+        timeout_s=args.timeout,
+        out_dir=args.out,
+        plot=not args.no_plot,
+        pin=not args.no_pin,
+        stream=not args.no_stream,
+    )
+    if args.quick:
+        opts.duration_s, opts.warmup_s, opts.rates, opts.connections = 2.0, 1.0, [250.0], [64]
+    if args.duration is not None:
+        opts.duration_s = args.duration
+    if args.warmup is not None:
+        opts.warmup_s = args.warmup
+    if args.rates:
+        opts.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    if args.connections:
+        opts.connections = [int(c) for c in args.connections.split(",") if c.strip()]
+    if args.targets:
+        opts.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    opts.mock_args = [
+        "--latency-ms",
+        f"{args.mock_latency_ms:g}",
+        "--chunks",
+        str(args.mock_chunks),
+        "--chunk-delay-ms",
+        f"{args.mock_chunk_delay_ms:g}",
+    ]
+    if opts.duration_s <= 0 or not opts.rates or not opts.connections or min(opts.rates) <= 0:
+        parser.error("durations, rates and connections must be positive")
+    return opts
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m bench.overhead`` and ``make bench``."""
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
