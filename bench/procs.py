@@ -108,7 +108,8 @@ def wait_http(proc: Proc, url: str, timeout_s: float = 30.0, *, require_ok: bool
         try:
             with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - 127.0.0.1 only
                 return
-        except urllib.error.HTTPError:
+        except urllib.error.HTTPError as exc:
+            exc.close()
             if not require_ok:
                 return  # an error status still proves the server is up
             time.sleep(0.1)

@@ -214,13 +214,13 @@ def plot(doc: dict[str, Any], path: Path) -> Path | None:
             continue
         xs = [r for r, _ in runs]
         color = colors[i % len(colors)]
-        for q, style in (("p50", "-"), ("p99", "--")):
+        for q, style, marker in (("p50", "-", "o"), ("p99", "--", "^")):
             ys = [run["latency_ms"].get(q) for _, run in runs]
-            left.plot(xs, ys, style, marker="o", color=color, label=f"{name} {q}")
+            left.plot(xs, ys, style, marker=marker, color=color, label=f"{name} {q}")
     left.set_xlabel("offered load (req/s, open loop)")
     left.set_ylabel("latency from scheduled send (ms)")
     left.set_yscale("log")
-    left.set_title("Latency vs offered load (solid p50, dashed p99)")
+    left.set_title("Latency vs offered load (p50 solid/circle, p99 dashed/triangle)")
     left.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=7, ncol=2)
     conns = str(doc["options"]["connections"][-1])

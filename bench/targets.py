@@ -367,7 +367,8 @@ def validate(target: Running, timeout_s: float = 10.0) -> str | None:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310
                 data = resp.read()
         except urllib.error.HTTPError as exc:
-            return f"{'stream' if stream else 'chat'} request got HTTP {exc.code}: {exc.read()[:300]!r}"
+            with exc:
+                return f"{'stream' if stream else 'chat'} request got HTTP {exc.code}: {exc.read()[:300]!r}"
         except OSError as exc:
             return f"{'stream' if stream else 'chat'} request failed: {exc}"
         expected = b"[DONE]" if stream else b'"choices"'

@@ -1,0 +1,208 @@
+"""Smoke test of the benchmark harness: it runs, and what it reports is well-formed.
+
+No timing assertions: the machine is shared, so only shapes, counts and orderings are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.loadgen import percentiles, run_open_loop, summarize
+from bench.procs import Pinning, Proc, free_port, start, stop, tree_pids, tree_rss, wait_http
+from bench.targets import Running, degrade, validate
+from bench.wrk import lua_script, parse_wrk_output
+
+WRK_SAMPLE = """\
+Running 3s test @ http://127.0.0.1:18101/v1/chat/completions
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    26.19ms    6.51ms  56.25ms   71.94%
+    Req/Sec     2.44k   521.64     3.62k    76.67%
+  Latency Distribution
+     50%   26.26ms
+     75%   29.80ms
+     90%   33.10ms
+     99%   49.10ms
+  7290 requests in 3.00s, 2.87MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:   2427.62
+Transfer/sec:    979.33KB
+"""
+
+WRK_SAMPLE_US = """\
+Running 1s test @ http://127.0.0.1:18099/v1/chat/completions
+  1 threads and 16 connections
+  Latency Distribution
+     50%  812.00us
+     75%    1.02ms
+     90%    1.40ms
+     99%    1.20s
+  8934 requests in 1.00s, 1.96MB read
+Requests/sec:   8928.80
+"""
+
+CHAT = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
+STREAM = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}'
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
+    """The mock upstream and both bare baselines on free ports (unpinned)."""
+    log_dir = tmp_path_factory.mktemp("bench-smoke")
+    mock_port = free_port()
+    procs = {
+        "mock": start(
+            "mock",
+            [sys.executable, "-m", "bench.mock_upstream", "--port", str(mock_port), "--no-record"],
+            log_dir,
+            port=mock_port,
+        )
+    }
+    for name in ("aiohttp", "pyreqwest"):
+        port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            f"bench.baselines.{name}_proxy",
+            "--port",
+            str(port),
+            "--upstream",
+            f"http://127.0.0.1:{mock_port}",
+        ]
+        procs[name] = start(name, cmd, log_dir, port=port)
+    try:
+        wait_http(procs["mock"], f"http://127.0.0.1:{mock_port}/v1/models")
+        for name in ("aiohttp", "pyreqwest"):
+            wait_http(procs[name], f"http://127.0.0.1:{procs[name].port}/healthz", require_ok=True)
+        yield procs
+    finally:
+        for proc in procs.values():
+            stop(proc)
+
+
+def _post(port: int, body: bytes) -> tuple[int, bytes]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=body,
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status, resp.read()
+
+
+def test_open_loop_against_mock_is_well_formed(servers: dict[str, Proc]) -> None:
+    url = f"http://127.0.0.1:{servers['mock'].port}/v1/chat/completions"
+    result = run_open_loop(url, CHAT, rate=50, duration_s=1.0, warmup_s=0.2, timeout_s=5.0)
+    data = result.to_dict()
+    assert data["scheduled"] == 50
+    assert data["completed"] + data["unfinished"] == 50
+    assert data["ok"] == data["status"].get("200", 0) > 0
+    lat = data["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    ttft = data["ttft_ms"]
+    assert ttft["p50"] <= lat["max"]
+    json.dumps(data)  # JSON-ready
+
+
+def test_open_loop_streaming_measures_ttft(servers: dict[str, Proc]) -> None:
+    url = f"http://127.0.0.1:{servers['pyreqwest'].port}/v1/chat/completions"
+    result = run_open_loop(url, STREAM, rate=50, duration_s=0.5, warmup_s=0, timeout_s=5.0)
+    assert result.ok == result.scheduled == 25
+    assert (
+        result.ttft_ms["p50"] <= result.latency_ms["p50"] + 1e-9
+        or result.ttft_ms["p50"] <= result.latency_ms["max"]
+    )
+
+
+@pytest.mark.parametrize("name", ["aiohttp", "pyreqwest"])
+def test_baselines_relay_chat_and_stream(servers: dict[str, Proc], name: str) -> None:
+    status, body = _post(servers[name].port, CHAT)
+    assert status == 200
+    assert json.loads(body)["choices"][0]["message"]["role"] == "assistant"
+    status, body = _post(servers[name].port, STREAM)
+    assert status == 200
+    events = [line for line in body.split(b"\n\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"data: [DONE]"
+    assert len(events) >= 3
+
+
+def test_baseline_relays_upstream_error_status(servers: dict[str, Proc]) -> None:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{servers['pyreqwest'].port}/v1/chat/completions",
+        data=b'{"model":"error-429","messages":[]}',
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 429
+    info.value.close()
+
+
+def test_validate_and_proc_accounting(servers: dict[str, Proc]) -> None:
+    proc = servers["aiohttp"]
+    running = Running("aiohttp", f"http://127.0.0.1:{proc.port}", "gpt-4o", proc)
+    assert validate(running) is None
+    assert validate(Running("bad", f"http://127.0.0.1:{proc.port}", "error-401", None)) is not None
+    assert len(tree_pids(proc.pid)) >= 2  # granian's supervisor and its worker
+    rss = tree_rss(proc.pid)
+    assert 0 < rss["worker_mb"] <= rss["total_mb"]
+
+
+def test_wrk_parser_on_recorded_output() -> None:
+    res = parse_wrk_output(WRK_SAMPLE)
+    assert res.rps == pytest.approx(2427.62)
+    assert res.requests == 7290
+    assert res.duration_s == pytest.approx(3.0)
+    assert res.latency_ms == {"p50": 26.26, "p75": 29.8, "p90": 33.1, "p99": 49.1}
+    assert res.non_2xx == 4
+    assert res.socket_errors == {"connect": 0, "read": 2, "write": 0, "timeout": 1}
+    assert res.errors == 7
+    units = parse_wrk_output(WRK_SAMPLE_US)
+    assert units.latency_ms["p50"] == pytest.approx(0.812)
+    assert units.latency_ms["p99"] == pytest.approx(1200.0)
+    assert units.errors == 0
+    with pytest.raises(ValueError):
+        parse_wrk_output("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+def test_lua_script_keeps_body_intact() -> None:
+    body = b'{"content":"a]]b]=]c"}'
+    script = lua_script(body, {"Authorization": "Bearer k"})
+    assert "[==[" + body.decode() + "]==]" in script
+    assert 'wrk.headers["Authorization"] = "Bearer k"' in script
+
+
+def test_summarize_counts_unfinished_and_errors() -> None:
+    samples = [(0.0, 0.0, 0.001, 0.002, 200), (0.01, 0.01, 0.011, 0.015, 429), (0.02, 0.02, 0.02, 0.03, -1)]
+    res = summarize(samples, rate=100, duration_s=0.04, scheduled=4, timeout_s=1.0)
+    assert (res.ok, res.transport_errors, res.unfinished) == (1, 1, 1)
+    assert res.status == {"200": 1, "429": 1, "error": 1}
+    assert res.latency_ms["max"] == pytest.approx(1000.0)  # the unfinished one counts at the timeout
+    assert percentiles([]) == {}
+    assert percentiles([3.0, 1.0, 2.0])["p50"] == 2.0
+
+
+def test_degrade_drops_rejected_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_check(config: dict, path: Path) -> tuple[bool, str]:
+        bad = [k for k in ("auth", "tracing") if k in config]
+        return (not bad, "\n".join(f"{k}: unknown field" for k in bad))
+
+    monkeypatch.setattr("bench.targets.check_config", fake_check)
+    config = {"providers": [], "auth": {}, "access": [], "tracing": {}}
+    accepted, dropped, error = degrade(config, ["auth", "access", "tracing"], tmp_path / "c.yaml")
+    assert error == ""
+    assert sorted(dropped) == ["auth", "tracing"]
+    assert "access" in accepted and "auth" not in accepted
+
+
+def test_pinning_prefix() -> None:
+    pin = Pinning(True, 0, 1, "")
+    assert pin.prefix("target") == ["taskset", "-c", "0"]
+    assert pin.prefix("load") == ["taskset", "-c", "1"]
+    assert Pinning(False, None, None, "").prefix("target") == []
