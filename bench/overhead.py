@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ class Options:
     out_dir: Path = RESULTS_DIR
     plot: bool = True
     label: str = "overhead"
+    repeat: int = 1
 
 
 def _measured_root(running: Running, mock_pid: int) -> int:
@@ -207,6 +209,57 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def _run_target(name: str, factory: Any, ctx: RunContext, opts: Options, mock_pid: int) -> dict[str, Any]:
+    """Start, validate, measure and stop one target; errors become an ``error`` entry."""
+    print(f"[{name}] starting", flush=True)
+    t0 = time.monotonic()
+    try:
+        running = factory(ctx)
+    except Exception as exc:  # one broken target must not sink the others' figures
+        print(f"[{name}] SKIPPED: {exc}", flush=True)
+        return {"error": f"start failed: {exc}"[:1500]}
+    try:
+        problem = validate(running)
+        if problem:
+            print(f"[{name}] SKIPPED: {problem}", flush=True)
+            return {"error": f"validation failed: {problem}"}
+        result = measure(running, opts, ctx.pinning, mock_pid, ctx.work_dir)
+        print(f"[{name}] done in {time.monotonic() - t0:.0f}s: {report.one_line(result)}", flush=True)
+        return result
+    finally:
+        running.stop()
+
+
+def median_merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge per-round results key by key: numbers become their median, dicts merge recursively."""
+    out: dict[str, Any] = {}
+    for key, first in runs[0].items():
+        values = [r[key] for r in runs if key in r]
+        if isinstance(first, dict):
+            out[key] = median_merge([v for v in values if isinstance(v, dict)])
+        elif isinstance(first, int | float) and not isinstance(first, bool):
+            nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            med = statistics.median(nums)
+            # Counts stay integers; measurements keep microsecond precision.
+            out[key] = round(med) if all(isinstance(v, int) for v in nums) else round(med, 3)
+        else:
+            out[key] = first
+    return out
+
+
+def merge_rounds(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per target, the median over the rounds that succeeded (an error only if all failed)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for name in rounds[0]:
+        good = [r[name] for r in rounds if "error" not in r[name]]
+        if not good:
+            merged[name] = rounds[0][name]
+            continue
+        merged[name] = median_merge(good) if len(good) > 1 else good[0]
+        merged[name]["rounds"] = len(good)
+    return merged
+
+
 def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str, Any]:
     """One whole overhead run; returns the JSON document also written under ``opts.out_dir``."""
     factories = {**TARGETS, **(extra_targets or {})}
@@ -221,36 +274,21 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
     if not wrk_available():
         print("wrk not found: closed-loop max throughput skipped (apt-get install wrk)", flush=True)
     started = dt.datetime.now(dt.UTC)
-    results: dict[str, dict[str, Any]] = {}
+    rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work_dir = Path(tmp)
         mock = start_mock(work_dir, pinning, opts.mock_args)
         ctx = RunContext(f"http://127.0.0.1:{mock.port}", work_dir, pinning)
         try:
-            for name in names:
-                print(f"[{name}] starting", flush=True)
-                t0 = time.monotonic()
-                try:
-                    running = factories[name](ctx)
-                except Exception as exc:  # one broken target must not sink the others' figures
-                    results[name] = {"error": f"start failed: {exc}"[:1500]}
-                    print(f"[{name}] SKIPPED: {results[name]['error']}", flush=True)
-                    continue
-                try:
-                    problem = validate(running)
-                    if problem:
-                        results[name] = {"error": f"validation failed: {problem}"}
-                        print(f"[{name}] SKIPPED: {problem}", flush=True)
-                        continue
-                    results[name] = measure(running, opts, pinning, mock.pid, work_dir)
-                    print(
-                        f"[{name}] done in {time.monotonic() - t0:.0f}s: {report.one_line(results[name])}",
-                        flush=True,
-                    )
-                finally:
-                    running.stop()
+            for round_no in range(opts.repeat):
+                if opts.repeat > 1:
+                    print(f"--- round {round_no + 1}/{opts.repeat}", flush=True)
+                rounds.append(
+                    {name: _run_target(name, factories[name], ctx, opts, mock.pid) for name in names}
+                )
         finally:
             stop(mock)
+    results = merge_rounds(rounds)
     add_deltas(results)
     doc = {
         "kind": opts.label,
@@ -262,11 +300,13 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
             "rates": opts.rates,
             "connections": opts.connections,
             "stream": opts.stream,
+            "repeat": opts.repeat,
             "mock_args": opts.mock_args,
         },
         "machine": machine_info(),
-        "notes": ctx.notes,
+        "notes": list(dict.fromkeys(ctx.notes)),
         "targets": results,
+        "rounds": rounds if opts.repeat > 1 else [],
     }
     print()
     print(report.render_table(doc))
@@ -295,6 +335,12 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
     parser.add_argument("--connections", help="wrk connection counts, comma-separated (default 16,64)")
     parser.add_argument("--targets", help=f"comma-separated, from: {', '.join(known)}")
     parser.add_argument("--quick", action="store_true", help="2 s phases, 250 req/s, 64 connections")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds over all targets, interleaved; figures are medians (default 1)",
+    )
     parser.add_argument("--no-stream", action="store_true", help="skip the streaming phases")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--no-plot", action="store_true")
@@ -307,6 +353,7 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for JSON and PNG")
     args = parser.parse_args(argv)
     opts = Options(
+        repeat=max(1, args.repeat),
         timeout_s=args.timeout,
         out_dir=args.out,
         plot=not args.no_plot,

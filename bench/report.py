@@ -56,7 +56,9 @@ def render_table(doc: dict[str, Any]) -> str:
     targets: dict[str, dict[str, Any]] = doc["targets"]
     ok = {n: r for n, r in targets.items() if "error" not in r}
     conns = [str(c) for c in doc["options"]["connections"]]
-    out = [f"pinning: {doc['pinning']}", f"machine: {doc.get('machine', {})}", ""]
+    out = [f"pinning: {doc['pinning']}", f"machine: {doc.get('machine', {})}"]
+    repeat = doc["options"].get("repeat", 1)
+    out += [f"figures: median of {repeat} interleaved rounds" if repeat > 1 else "figures: one round (use --repeat for medians)", ""]
 
     headers = [
         "target",
