@@ -23,7 +23,8 @@ def _pct(util: float | None) -> str:
     return "-" if util is None else f"{util * 100:.0f}"
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Plain-text table: first column left-aligned, the others right-aligned."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = [
         "  ".join(
@@ -58,7 +59,12 @@ def render_table(doc: dict[str, Any]) -> str:
     conns = [str(c) for c in doc["options"]["connections"]]
     out = [f"pinning: {doc['pinning']}", f"machine: {doc.get('machine', {})}"]
     repeat = doc["options"].get("repeat", 1)
-    out += [f"figures: median of {repeat} interleaved rounds" if repeat > 1 else "figures: one round (use --repeat for medians)", ""]
+    out += [
+        f"figures: median of {repeat} interleaved rounds"
+        if repeat > 1
+        else "figures: one round (use --repeat for medians)",
+        "",
+    ]
 
     headers = [
         "target",
@@ -85,7 +91,7 @@ def render_table(doc: dict[str, Any]) -> str:
                 _f(rss.get("total_mb"), 0),
             ]
         )
-    out += ["Closed loop (wrk): maximum throughput", _table(headers, rows), ""]
+    out += ["Closed loop (wrk): maximum throughput", table(headers, rows), ""]
 
     headers = [
         "target",
@@ -129,7 +135,7 @@ def render_table(doc: dict[str, Any]) -> str:
             )
     out += [
         "Open loop (constant rate, latency from scheduled send; + = added vs direct, same run)",
-        _table(headers, rows),
+        table(headers, rows),
         "",
     ]
 
@@ -173,7 +179,7 @@ def render_table(doc: dict[str, Any]) -> str:
         rate = f"{doc['options']['rates'][0]:g}"
         out += [
             f"Streaming (wrk at {conns[-1]} connections; open loop at {rate} req/s, ms)",
-            _table(headers, rows),
+            table(headers, rows),
             "",
         ]
 
