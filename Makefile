@@ -36,8 +36,13 @@ lint: setup
 	$(BIN)/ruff format --check gateway exporter
 	$(BIN)/mypy
 
+# Overhead run (~5 min; BENCH_ARGS="--quick" for ~1.5 min); results under bench/results/.
 bench: setup
-	$(BIN)/python -m bench.overhead
+	$(BIN)/python -m bench.overhead $(BENCH_ARGS)
+
+# Same run with LiteLLM's proxy beside the gateway (installs it into bench/.peers/ once).
+bench-peers: setup
+	$(BIN)/python -m bench.peers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
