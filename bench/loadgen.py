@@ -1,4 +1,4 @@
-"""Open-loop constant-rate load generator (asyncio + aiohttp).
+"""Open-loop constant-rate load generator (asyncio + pyreqwest, or aiohttp).
 
 Requests are scheduled at uniform times ``start + i / rate`` whatever the target does, and each
 latency is measured from its *scheduled* send time, not from when it was actually sent. A target
@@ -6,7 +6,8 @@ that stalls therefore pays for every request queued behind the stall (coordinate
 hidden, unlike closed-loop tools such as wrk). The generator's own lateness (actual send minus
 scheduled) is reported as ``send_lag_ms`` so a saturated generator shows up instead of passing for
 a slow target; it is the same machinery for every target in a run, so comparing targets against
-the mock served directly cancels it out.
+the mock served directly cancels it out. pyreqwest is the default client because it costs about
+half of aiohttp's CPU per request, and the generator shares its core with the mock.
 
 Standalone use:
 
@@ -20,6 +21,7 @@ import asyncio
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from time import perf_counter
 from typing import Any
 
@@ -125,8 +127,30 @@ async def _one(
         out.append((sched, sent, first, perf_counter(), -1))
 
 
+async def _one_pyreqwest(
+    client: Any, url: str, body: bytes, headers: dict[str, str], sched: float, out: list[Sample]
+) -> None:
+    from pyreqwest.exceptions import PyreqwestError
+
+    sent = perf_counter()
+    first = sent
+    try:
+        request = (
+            client.post(url).headers(headers).body_bytes(body).streamed_read_buffer_limit(0).build_streamed()
+        )
+        async with request as resp:
+            reader = resp.body_reader
+            chunk = await reader.read_chunk()
+            first = perf_counter()
+            while chunk is not None:
+                chunk = await reader.read_chunk()
+            out.append((sched, sent, first, perf_counter(), resp.status))
+    except (PyreqwestError, TimeoutError, OSError):
+        out.append((sched, sent, first, perf_counter(), -1))
+
+
 async def _schedule(
-    session: aiohttp.ClientSession,
+    session: Any,
     url: str,
     body: bytes,
     headers: dict[str, str],
@@ -147,7 +171,8 @@ async def _schedule(
             # Timers are coarse (uvloop: 1 ms); when we wake late, every overdue request goes out at
             # once and still carries its own scheduled time.
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_one(session, url, body, headers, sched, out)))
+        one = _one if isinstance(session, aiohttp.ClientSession) else _one_pyreqwest
+        tasks.append(asyncio.create_task(one(session, url, body, headers, sched, out)))
     _, pending = await asyncio.wait(tasks, timeout=timeout_s + 1.0)
     for task in pending:
         task.cancel()
@@ -166,6 +191,7 @@ async def run_open_loop_async(
     warmup_s: float = 1.0,
     timeout_s: float = 10.0,
     max_connections: int = 1024,
+    client: str = "pyreqwest",
 ) -> OpenLoopResult:
     """Run a warm-up (discarded) then a measured open-loop phase at ``rate`` req/s.
 
@@ -174,6 +200,16 @@ async def run_open_loop_async(
             in their latency because latency starts at the scheduled time.
     """
     hdrs = {"content-type": "application/json", **(headers or {})}
+    if client == "pyreqwest":
+        from pyreqwest.client import ClientBuilder
+
+        builder = ClientBuilder().follow_redirects(False).gzip(False).brotli(False).zstd(False).deflate(False)
+        builder = builder.timeout(timedelta(seconds=timeout_s)).max_connections(max_connections)
+        async with builder.build() as prclient:
+            if warmup_s > 0:
+                await _schedule(prclient, url, body, hdrs, rate, warmup_s, timeout_s)
+            samples, scheduled = await _schedule(prclient, url, body, hdrs, rate, duration_s, timeout_s)
+        return summarize(samples, rate, duration_s, scheduled, timeout_s)
     connector = aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(
@@ -207,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=10)
     parser.add_argument("--model", default="gpt-4o")
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--client", choices=["pyreqwest", "aiohttp"], default="pyreqwest")
     parser.add_argument("--header", action="append", default=[], help="extra header 'Name: value'")
     args = parser.parse_args(argv)
     if not args.url.startswith(("http://127.", "http://localhost")):
@@ -223,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         warmup_s=args.warmup,
         timeout_s=args.timeout,
         headers={k.strip(): v.strip() for k, v in headers.items()},
+        client=args.client,
     )
     print(json.dumps(result.to_dict(), indent=2))
 

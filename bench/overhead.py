@@ -57,6 +57,7 @@ class Options:
     plot: bool = True
     label: str = "overhead"
     repeat: int = 1
+    generator: str = "pyreqwest"  # open-loop client; pyreqwest costs about half aiohttp's CPU per request
 
 
 def _measured_root(running: Running, mock_pid: int) -> int:
@@ -89,6 +90,7 @@ def _open(running: Running, rate: float, stream: bool, opts: Options, root: int)
         warmup_s=opts.warmup_s,
         headers=running.headers,
         timeout_s=opts.timeout_s,
+        client=opts.generator,
     )
     cpu, wall = cpu_seconds(pids) - cpu0, time.monotonic() - t0
     out = res.to_dict()
@@ -301,6 +303,7 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
             "connections": opts.connections,
             "stream": opts.stream,
             "repeat": opts.repeat,
+            "generator": opts.generator,
             "mock_args": opts.mock_args,
         },
         "machine": machine_info(),
@@ -341,6 +344,9 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
         default=1,
         help="rounds over all targets, interleaved; figures are medians (default 1)",
     )
+    parser.add_argument(
+        "--generator", choices=["pyreqwest", "aiohttp"], default="pyreqwest", help="open-loop HTTP client"
+    )
     parser.add_argument("--no-stream", action="store_true", help="skip the streaming phases")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--no-plot", action="store_true")
@@ -354,6 +360,7 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
     args = parser.parse_args(argv)
     opts = Options(
         repeat=max(1, args.repeat),
+        generator=args.generator,
         timeout_s=args.timeout,
         out_dir=args.out,
         plot=not args.no_plot,

@@ -111,9 +111,10 @@ def test_open_loop_against_mock_is_well_formed(servers: dict[str, Proc]) -> None
     json.dumps(data)  # JSON-ready
 
 
-def test_open_loop_streaming_measures_ttft(servers: dict[str, Proc]) -> None:
+@pytest.mark.parametrize("client", ["pyreqwest", "aiohttp"])
+def test_open_loop_streaming_measures_ttft(servers: dict[str, Proc], client: str) -> None:
     url = f"http://127.0.0.1:{servers['pyreqwest'].port}/v1/chat/completions"
-    result = run_open_loop(url, STREAM, rate=50, duration_s=0.5, warmup_s=0, timeout_s=5.0)
+    result = run_open_loop(url, STREAM, rate=50, duration_s=0.5, warmup_s=0, timeout_s=5.0, client=client)
     assert result.ok == result.scheduled == 25
     assert (
         result.ttft_ms["p50"] <= result.latency_ms["p50"] + 1e-9
