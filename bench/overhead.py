@@ -276,6 +276,7 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
     if not wrk_available():
         print("wrk not found: closed-loop max throughput skipped (apt-get install wrk)", flush=True)
     started = dt.datetime.now(dt.UTC)
+    load_before = os.getloadavg()[0]
     rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work_dir = Path(tmp)
@@ -306,7 +307,12 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
             "generator": opts.generator,
             "mock_args": opts.mock_args,
         },
-        "machine": machine_info(),
+        # Load average (1 min) around the run: other work on the machine is the main source of noise.
+        "machine": {
+            **machine_info(),
+            "loadavg_before": round(load_before, 2),
+            "loadavg_after": round(os.getloadavg()[0], 2),
+        },
         "notes": list(dict.fromkeys(ctx.notes)),
         "targets": results,
         "rounds": rounds if opts.repeat > 1 else [],
