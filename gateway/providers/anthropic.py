@@ -2,7 +2,7 @@
 
 No I/O here. The caller POSTs to :func:`messages_url` with :func:`request_headers`:
 
-    body = encode_request(client_body_bytes, model=entry.upstream_model)     # OpenAI -> Anthropic
+    body = encode_request(client_body, entry.upstream_model, entry.override_params)  # -> Anthropic
     # non-stream 2xx:  translate_response(upstream_bytes)                    # Anthropic -> OpenAI
     # stream 2xx:      t = AnthropicStreamTranslator(include_usage=wants_usage(...))
     #                  for chunk in upstream: client.send(t.feed(chunk)); t.done tells a clean end
@@ -269,9 +269,15 @@ def to_anthropic_request(
 
 
 def encode_request(
-    body: bytes, model: str | None = None, default_max_tokens: int = DEFAULT_MAX_TOKENS
+    body: bytes,
+    model: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> bytes:
     """:func:`to_anthropic_request` from and to JSON bytes.
+
+    ``overrides`` (a routing target's ``override_params``) are merged into the OpenAI
+    request before translation, so they use OpenAI names (``max_tokens``, ``stop``, ...).
 
     Raises:
         InvalidRequest: the body is not a JSON object or cannot be expressed.
@@ -282,6 +288,8 @@ def encode_request(
         raise InvalidRequest("request body is not valid JSON") from None
     if not isinstance(obj, dict):
         raise InvalidRequest("request body must be a JSON object")
+    if overrides:
+        obj.update(overrides)
     return _encode(to_anthropic_request(obj, model, default_max_tokens))
 
 

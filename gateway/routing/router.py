@@ -94,8 +94,11 @@ class PlanEntry(msgspec.Struct, frozen=True, gc=False):
     retry: RetryPolicy
     fallback_status: frozenset[int]
     fallback_candidate: bool
-    timeout_s: float | None  # whole attempt; None = the provider's own timeouts
-    ttft_timeout_s: float | None  # streams: first token
+    # Non-streaming: the whole attempt. Streams: until the response headers only; once tokens
+    # flow, the provider's read timeout (silence between bytes) is the only limit, so a long
+    # healthy stream is never cut. None = the provider's own timeouts.
+    timeout_s: float | None
+    ttft_timeout_s: float | None  # streams: request sent -> first content chunk
     override_params: Mapping[str, Any]  # merged into the body; do not mutate
     headers_set: tuple[tuple[str, str], ...]  # lower-case names
     headers_remove: frozenset[str]  # lower-case names
@@ -294,6 +297,7 @@ class Router:
         rng: random.Random | None = None,
         breaker: BreakerPolicy | None = None,
         direct_retry: RetryPolicy = NO_RETRY,
+        previous: Router | None = None,
     ) -> None:
         """Args:
         cfg: a validated config (``check_routing`` passed).
@@ -301,12 +305,17 @@ class Router:
         rng: randomness of the latency strategy (seed it in tests).
         breaker: circuit breaker policy of every target.
         direct_retry: retries for plain ``<provider>/<model>`` requests (default none).
+        previous: the router this one replaces on a config reload; the health records of
+            targets that still exist carry over (latency data, open breakers).
         """
         self._clock = clock
         self._breaker = breaker or BreakerPolicy()
         rng = rng or random.Random()  # noqa: S311 - load spreading, not security
         provider_types = {p.name: p.type for p in cfg.providers}
         self._health: dict[str, TargetHealth] = {}
+        if previous is not None:
+            known = set(cfg.model_ids())
+            self._health = {k: h for k, h in previous._health.items() if k in known}
         self._direct: dict[str, RoutePlan] = {}
         for p in cfg.providers:
             for m in p.models:

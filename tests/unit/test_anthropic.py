@@ -361,3 +361,11 @@ def test_stream_cut_short_is_not_done() -> None:
     t = AnthropicStreamTranslator(created=1)
     t.feed(RECORDED[: RECORDED.index(b"event: message_delta")])
     assert not t.done  # the handler ends the stream with an error event (errors.sse_error_event)
+
+
+def test_overrides_use_openai_names() -> None:
+    raw = encode_request(
+        b'{"model":"x","messages":[{"role":"user","content":"hi"}]}', "m", {"max_tokens": 9, "stop": ["x"]}
+    )
+    out = json.loads(raw)
+    assert out["max_tokens"] == 9 and out["stop_sequences"] == ["x"]

@@ -9,6 +9,7 @@ from gateway.routing import (
     FailureKind,
     RetryPolicy,
     RoutePlan,
+    Router,
     Step,
     apply_header_overrides,
     counts_as_failure,
@@ -16,7 +17,7 @@ from gateway.routing import (
     should_fallback,
     should_retry,
 )
-from tests.unit.routing.helpers import router
+from tests.unit.routing.helpers import config, router
 
 VM = """
   - name: chat
@@ -166,3 +167,10 @@ def test_header_overrides_and_body_rewrite() -> None:
     ]
     body = rewrite_body(b'{"model":"chat","temperature":1,"messages":[]}', entry)
     assert msgspec.json.decode(body) == {"model": "gpt-4o", "temperature": 0.2, "messages": []}
+
+
+def test_reload_keeps_health_of_targets_that_remain() -> None:
+    old = router(VM)
+    old.record("openai-main/gpt-4o", True, 1.0, 10)
+    new = Router(config(VM), previous=old)
+    assert new.health("openai-main/gpt-4o") is old.health("openai-main/gpt-4o")
