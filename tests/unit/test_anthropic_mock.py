@@ -2,16 +2,12 @@
 
 The SDK's HTTP client gets a transport that does what the gateway does for an anthropic
 target (translate, POST to ``/v1/messages``, translate back), so the round trip runs against
-the real mock server without needing the gateway process.
+the real mock server (the session's ``mock`` fixture) without needing the gateway process.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -27,7 +23,7 @@ from gateway.providers.anthropic import (
     translate_response,
     wants_usage,
 )
-from tests.unit.routing.helpers import free_port
+from tests.conftest import Proc
 
 TOOLS = [
     {
@@ -40,31 +36,9 @@ TOOLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def mock_url() -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(  # noqa: S603 - our own module
-        [sys.executable, "-m", "bench.mock_upstream", "--port", str(port), "--no-record"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(url + "/v1/models", timeout=0.5)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("mock did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+@pytest.fixture
+def mock_url(mock: Proc) -> str:
+    return mock.url
 
 
 @pytest.fixture

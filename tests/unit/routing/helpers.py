@@ -29,11 +29,3 @@ class Clock:
 
 def router(virtual_models: str, clock: Clock | None = None, breaker: BreakerPolicy | None = None) -> Router:
     return Router(config(virtual_models), clock=clock or Clock(), rng=random.Random(7), breaker=breaker)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
