@@ -212,6 +212,8 @@ def to_anthropic_request(
     Raises:
         InvalidRequest: for shapes Anthropic cannot express.
     """
+    if body.get("n") not in (None, 1):
+        raise InvalidRequest("anthropic models return one choice: n must be 1", param="n")
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
         raise InvalidRequest("messages must be a list", param="messages")

@@ -2,14 +2,24 @@
 
 The :class:`Router` is compiled once from the config (and rebuilt on reload). Per request::
 
-    plan = router.plan(model_id)           # None -> 404 model_not_found
+    plan = router.plan(model_id)                 # None -> 404 model_not_found
     step = plan.first()
-    while step is not None:
-        outcome = await call(step.entry)   # an HTTP status, or a FailureKind
-        router.record(step.entry.target, ok=..., latency_s=..., output_tokens=...)
-        if outcome is a success: break
-        step = plan.next_step(step, outcome)   # retry same target, fall back, or None
-        if step is not None and step.delay_s: await asyncio.sleep(step.delay_s)
+    while True:                                  # bounded: plan.max_attempts()
+        try:
+            resp = await call(step.entry)        # raises UpstreamStatus for >= 400, as proxy.py
+        except UpstreamError as exc:
+            outcome = outcome_of(exc)            # a status, or a FailureKind
+            if counts_as_failure(outcome):       # a client's own 4xx says nothing of the target
+                router.record(step.entry.target, False, latency_s)
+            nxt = plan.next_step(step, outcome)  # retry the same target, fall back, or None
+            if nxt is None:
+                raise
+            step = nxt
+            if step.delay_s:
+                await asyncio.sleep(step.delay_s)
+            continue
+        router.record(step.entry.target, True, latency_s, output_tokens)
+        break
 
 For streams the loop may only continue while nothing has been sent to the client.
 
@@ -32,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from gateway.errors import GatewayError, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
 from gateway.routing.config import Target, VirtualModelConfig, status_codes
 from gateway.routing.health import BreakerPolicy, TargetHealth
 from gateway.routing.strategies import LatencyBased, PriorityBased, WeightBased
@@ -50,6 +61,7 @@ __all__ = [
     "Step",
     "apply_header_overrides",
     "counts_as_failure",
+    "outcome_of",
     "rewrite_body",
     "should_fallback",
     "should_retry",
@@ -170,6 +182,21 @@ def counts_as_failure(outcome: Outcome) -> bool:
     if isinstance(outcome, FailureKind):
         return True
     return outcome >= 500 or outcome in _TARGET_FAULT_4XX
+
+
+def outcome_of(exc: GatewayError) -> Outcome:
+    """The :data:`Outcome` of an attempt that raised ``exc`` (the upstream client's errors).
+
+    A status relayed from the provider stays a status; an unreachable upstream is a connect
+    error and any upstream timeout a header timeout (both fall back; neither is retried).
+    """
+    if isinstance(exc, UpstreamStatus):
+        return exc.status
+    if isinstance(exc, UpstreamUnreachable):
+        return FailureKind.CONNECT
+    if isinstance(exc, UpstreamTimeout):
+        return FailureKind.HEADER_TIMEOUT
+    return FailureKind.READ_ERROR
 
 
 def apply_header_overrides(headers: Sequence[tuple[str, str]], entry: PlanEntry) -> list[tuple[str, str]]:

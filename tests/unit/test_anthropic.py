@@ -369,3 +369,8 @@ def test_overrides_use_openai_names() -> None:
     )
     out = json.loads(raw)
     assert out["max_tokens"] == 9 and out["stop_sequences"] == ["x"]
+
+
+def test_more_than_one_choice_is_refused() -> None:
+    with pytest.raises(InvalidRequest):
+        to_anthropic_request({"n": 2, "messages": [{"role": "user", "content": "hi"}]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from gateway.errors import UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
 from gateway.routing import (
     NO_RETRY,
     FailureKind,
@@ -13,6 +14,7 @@ from gateway.routing import (
     Step,
     apply_header_overrides,
     counts_as_failure,
+    outcome_of,
     rewrite_body,
     should_fallback,
     should_retry,
@@ -174,3 +176,9 @@ def test_reload_keeps_health_of_targets_that_remain() -> None:
     old.record("openai-main/gpt-4o", True, 1.0, 10)
     new = Router(config(VM), previous=old)
     assert new.health("openai-main/gpt-4o") is old.health("openai-main/gpt-4o")
+
+
+def test_outcome_of_upstream_errors() -> None:
+    assert outcome_of(UpstreamStatus(503, b"", None, [])) == 503
+    assert outcome_of(UpstreamUnreachable("refused")) is FailureKind.CONNECT
+    assert outcome_of(UpstreamTimeout("slow")) is FailureKind.HEADER_TIMEOUT
