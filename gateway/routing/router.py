@@ -252,7 +252,18 @@ def _entry(target: Target, provider_types: Mapping[str, str]) -> PlanEntry:
 class _Virtual:
     """One compiled virtual model: entries, their health and the strategy's state."""
 
-    __slots__ = ("name", "rule_ids", "entries", "healths", "strategy", "all_idx", "candidate", "_static")
+    __slots__ = (
+        "name",
+        "rule_ids",
+        "entries",
+        "healths",
+        "strategy",
+        "all_idx",
+        "candidate",
+        "_static",
+        "_ranked",
+        "_ranked_gen",
+    )
 
     def __init__(
         self,
@@ -282,6 +293,9 @@ class _Virtual:
             order = self.strategy.order(0.0)
             for first in self.all_idx:
                 self._static.append(self._build(vm.name, first, [i for i in order if i != first]))
+        # Latency: plans of the strategy's current ranking snapshot, built on first use.
+        self._ranked: list[RoutePlan | None] = [None] * len(entries)
+        self._ranked_gen = -1
 
     def _build(self, model: str, first: int, rest: Sequence[int]) -> RoutePlan:
         entries, candidate = self.entries, self.candidate
@@ -300,6 +314,10 @@ class _Virtual:
                 break
         strategy = self.strategy
         if isinstance(strategy, LatencyBased):
+            if avail is self.all_idx:
+                first = strategy.snapshot_pick(now)
+                if first >= 0:
+                    return self._snapshot_plan(first, now)
             first, rest = strategy.rank(avail, now)
             if healths[first].tripped:
                 healths[first].take_probe(now)
@@ -307,10 +325,24 @@ class _Virtual:
         first = strategy.pick(avail, now)
         if healths[first].tripped:
             healths[first].take_probe(now)
-        if avail is self.all_idx and model == self.name:
+        if avail is self.all_idx:
             # Every target is available, or none is and trying all beats failing unheard.
             return self._static[first]
         return self._build(model, first, [i for i in strategy.order(now) if i != first and i in avail])
+
+    def _snapshot_plan(self, first: int, now: float) -> RoutePlan:
+        strategy = self.strategy
+        assert isinstance(strategy, LatencyBased)
+        if self._ranked_gen != strategy.generation:
+            self._ranked = [None] * len(self.entries)
+            self._ranked_gen = strategy.generation
+        plan = self._ranked[first]
+        if plan is None:
+            rest = [i for i in strategy.snapshot_order if i != first]
+            plan = self._ranked[first] = self._build(self.name, first, rest)
+        if self.healths[first].tripped:
+            self.healths[first].take_probe(now)
+        return plan
 
 
 class Router:

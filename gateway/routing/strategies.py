@@ -10,7 +10,10 @@ which order the others are tried as fallbacks (:meth:`order`). Health comes from
   requests every target gets exactly its share, interleaved rather than in bursts.
 - latency-based: mean seconds per output token over the window; targets within ``fast_ratio``
   (1.2x) of the fastest are "fast" and share traffic at random; a target without recent data is
-  probed (one request per ``probe_interval_s``) so it can earn its way back in.
+  probed (one request per ``probe_interval_s``) so it can earn its way back in. The ranking is
+  a snapshot refreshed at most every ``refresh_s`` (100 ms): the scores are averages over 20
+  minutes or 100 calls, so re-sorting them per request would buy nothing but CPU. Breaker
+  changes bypass the snapshot at once (the router checks health before using it).
 - priority-based: the lowest ``priority`` value among available targets, ties in config order.
 """
 
@@ -95,7 +98,19 @@ class PriorityBased:
 class LatencyBased:
     """Fastest targets (within ``fast_ratio`` of the best) share the traffic."""
 
-    __slots__ = ("healths", "rng", "fast_ratio", "probe_interval_s", "_all", "_scores")
+    __slots__ = (
+        "healths",
+        "rng",
+        "fast_ratio",
+        "probe_interval_s",
+        "refresh_s",
+        "_all",
+        "_scores",
+        "snapshot_fast",
+        "snapshot_order",
+        "snapshot_until",
+        "generation",
+    )
 
     def __init__(
         self,
@@ -103,6 +118,7 @@ class LatencyBased:
         rng: random.Random,
         fast_ratio: float = 1.2,
         probe_interval_s: float = 1.0,
+        refresh_s: float = 0.1,
     ) -> None:
         self.healths = list(healths)
         self.rng = rng
@@ -110,6 +126,35 @@ class LatencyBased:
         self.probe_interval_s = probe_interval_s
         self._all = tuple(range(len(self.healths)))
         self._scores = [0.0] * len(self.healths)
+        self.refresh_s = refresh_s
+        # Snapshot of the last full ranking (all targets available, no probe due).
+        self.snapshot_fast: list[int] = []
+        self.snapshot_order: list[int] = []
+        self.snapshot_until = -_INF
+        self.generation = 0  # bumped with every new snapshot
+
+    def snapshot_pick(self, now: float) -> int:
+        """A fast target from the snapshot, or -1 when it is stale (call :meth:`rank`)."""
+        if now >= self.snapshot_until:
+            return -1
+        fast = self.snapshot_fast
+        return fast[0] if len(fast) == 1 else fast[int(self.rng.random() * len(fast))]
+
+    def _take_snapshot(self, now: float, limit: float) -> None:
+        healths, scores = self.healths, self._scores
+        until = now + self.refresh_s
+        fast = []
+        for i, h in enumerate(healths):
+            # Stale as soon as a score leaves its window or a data-less target is due a probe.
+            edge = h.expires_at if h.mean >= 0 else h.data_probe_at
+            if edge < until:
+                until = edge
+            if scores[i] <= limit:
+                fast.append(i)
+        self.snapshot_fast = fast
+        self.snapshot_order = sorted(self._all, key=scores.__getitem__)
+        self.snapshot_until = until
+        self.generation += 1
 
     def rank(self, avail: Sequence[int], now: float) -> tuple[int, list[int]]:
         """The chosen target and the rest of ``avail`` by ascending score (no data last)."""
@@ -153,6 +198,9 @@ class LatencyBased:
                             first = i
                             break
                         k -= 1
+            if len(avail) == len(healths):  # a full ranking: reusable for refresh_s
+                self._take_snapshot(now, limit)
+                return first, [i for i in self.snapshot_order if i != first]
         rest = []
         for i in avail:
             if i != first:

@@ -73,8 +73,23 @@ def test_latency_based_moves_traffic_to_the_faster_target() -> None:
     # azure slows down: traffic moves to openai alone.
     for _ in range(100):
         r.record("azure-eu/gpt-4o", True, 3.0, 100)
+    # The ranking is a snapshot refreshed every 100 ms: within it the old split holds.
+    assert first_targets(r, "fast", 50)["azure-eu/gpt-4o"] > 0
+    clock.now += 0.1
     c = first_targets(r, "fast", 100)
     assert c == Counter({"openai-main/gpt-4o": 100})
+
+
+def test_latency_snapshot_is_bypassed_when_a_breaker_opens() -> None:
+    clock = Clock()
+    r = router(LATENCY, clock, BreakerPolicy(consecutive_failures=2))
+    for target in ("openai-main/gpt-4o", "azure-eu/gpt-4o", "anthropic-main/claude-sonnet-4-5"):
+        r.record(target, True, 1.0 if target.startswith("openai") else 5.0, 100)
+    assert first_targets(r, "fast", 5) == Counter({"openai-main/gpt-4o": 5})
+    r.record("openai-main/gpt-4o", False, 0.1)
+    r.record("openai-main/gpt-4o", False, 0.1)
+    plan = r.plan("fast")
+    assert plan is not None and "openai-main/gpt-4o" not in [e.target for e in plan.entries]
 
 
 def test_latency_based_probes_targets_without_data_once_per_interval() -> None:
