@@ -8,6 +8,7 @@ the real mock server (the session's ``mock`` fixture) without needing the gatewa
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -146,3 +147,44 @@ def test_programmed_error_reaches_the_sdk_in_openai_shape(sdk: openai.OpenAI) ->
 def test_mock_rejects_requests_without_the_version_header(mock_url: str) -> None:
     r = httpx.post(mock_url + "/v1/messages", json={"model": "m", "max_tokens": 5, "messages": []})
     assert r.status_code == 400 and r.json()["type"] == "error"
+
+
+HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "sk-test"}
+
+
+def _req(model: str, stream: bool = False) -> dict[str, object]:
+    return {
+        "model": model,
+        "max_tokens": 50,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+
+
+def test_mock_programmed_failures_mirror_the_openai_mock(mock_url: str) -> None:
+    url = mock_url + "/v1/messages"
+    r = httpx.post(url, json=_req("error-503"), headers=HEADERS)
+    assert r.status_code == 503 and r.json()["error"]["type"] == "api_error"
+    started = time.monotonic()
+    r = httpx.post(url, json=_req("slow-300"), headers=HEADERS)
+    assert r.status_code == 200 and time.monotonic() - started >= 0.3
+    # cut-<n>: n text deltas, then the stream ends (granian may close it cleanly or not)
+    # without message_stop: the translator must not report a finished message.
+    t = AnthropicStreamTranslator()
+    out = b""
+    try:
+        with httpx.stream("POST", url, json=_req("cut-2", True), headers=HEADERS) as resp:
+            for chunk in resp.iter_raw():
+                out += t.feed(chunk)
+    except httpx.HTTPError:
+        pass
+    assert not t.done and out.count(b'"content":"tok') == 2
+    # stall-<n>: n text deltas, then silence.
+    with (
+        pytest.raises(httpx.ReadTimeout),
+        httpx.stream(
+            "POST", url, json=_req("stall-1", True), headers=HEADERS, timeout=httpx.Timeout(5, read=0.5)
+        ) as resp,
+    ):
+        for _ in resp.iter_raw():
+            pass
