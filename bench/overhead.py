@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import profile, report
 from bench.loadgen import run_open_loop
 from bench.procs import Pinning, cpu_seconds, decide_pinning, stop, tree_pids, tree_rss
 from bench.targets import DEFAULT_TARGETS, TARGETS, RunContext, Running, start_mock, validate
@@ -57,6 +57,7 @@ class Options:
     plot: bool = True
     label: str = "overhead"
     repeat: int = 1
+    profile: list[str] = field(default_factory=list)  # targets to sample with py-spy after measuring
     generator: str = "pyreqwest"  # open-loop client; pyreqwest costs about half aiohttp's CPU per request
 
 
@@ -211,7 +212,32 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _run_target(name: str, factory: Any, ctx: RunContext, opts: Options, mock_pid: int) -> dict[str, Any]:
+def _profile(running: Running, opts: Options, pinning: Pinning, out: Path) -> str:
+    """An extra, unreported wrk phase at the largest connection count under py-spy."""
+    if running.measured is None or not wrk_available():
+        return "no profile: nothing to sample or no wrk"
+    lua = out.with_suffix(".lua")
+    lua.write_text(lua_script(running.body(), {"Content-Type": "application/json", **running.headers}))
+    conns = max(opts.connections)
+
+    def load() -> object:
+        return run_wrk(
+            running.chat_url,
+            lua,
+            connections=conns,
+            duration_s=opts.duration_s,
+            prefix=pinning.prefix("load"),
+        )
+
+    try:
+        return profile.record(running.measured.pid, out, opts.duration_s, load, pinning.prefix("load"))
+    finally:
+        lua.unlink(missing_ok=True)
+
+
+def _run_target(
+    name: str, factory: Any, ctx: RunContext, opts: Options, mock_pid: int, out_prefix: Path
+) -> dict[str, Any]:
     """Start, validate, measure and stop one target; errors become an ``error`` entry."""
     print(f"[{name}] starting", flush=True)
     t0 = time.monotonic()
@@ -225,8 +251,22 @@ def _run_target(name: str, factory: Any, ctx: RunContext, opts: Options, mock_pi
         if problem:
             print(f"[{name}] SKIPPED: {problem}", flush=True)
             return {"error": f"validation failed: {problem}"}
-        result = measure(running, opts, ctx.pinning, mock_pid, ctx.work_dir)
+        try:
+            result = measure(running, opts, ctx.pinning, mock_pid, ctx.work_dir)
+        except Exception as exc:  # the target died or hung mid-run: keep the others' figures
+            tail = running.measured.log_tail(1500) if running.measured else ""
+            alive = running.measured is None or running.measured.popen.poll() is None
+            print(f"[{name}] FAILED during measurement: {exc}\n{name} log tail:\n{tail}", flush=True)
+            return {
+                "error": f"measurement failed ({'still running' if alive else 'process exited'}): {exc}; log: {tail}"[
+                    :3000
+                ]
+            }
         print(f"[{name}] done in {time.monotonic() - t0:.0f}s: {report.one_line(result)}", flush=True)
+        if name in opts.profile:
+            opts.out_dir.mkdir(parents=True, exist_ok=True)
+            result["profile"] = _profile(running, opts, ctx.pinning, Path(f"{out_prefix}-{name}.collapsed"))
+            print(result["profile"], flush=True)
         return result
     finally:
         running.stop()
@@ -276,6 +316,8 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
     if not wrk_available():
         print("wrk not found: closed-loop max throughput skipped (apt-get install wrk)", flush=True)
     started = dt.datetime.now(dt.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    out_prefix = opts.out_dir / f"{opts.label}-{stamp}"
     load_before = os.getloadavg()[0]
     rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -287,7 +329,10 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
                 if opts.repeat > 1:
                     print(f"--- round {round_no + 1}/{opts.repeat}", flush=True)
                 rounds.append(
-                    {name: _run_target(name, factories[name], ctx, opts, mock.pid) for name in names}
+                    {
+                        name: _run_target(name, factories[name], ctx, opts, mock.pid, out_prefix)
+                        for name in names
+                    }
                 )
         finally:
             stop(mock)
@@ -320,7 +365,6 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
     print()
     print(report.render_table(doc))
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
     json_path = report.write_json(doc, opts.out_dir / f"{opts.label}-{stamp}.json")
     print(f"\nJSON: {json_path}")
     if opts.plot:
@@ -353,6 +397,9 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
     parser.add_argument(
         "--generator", choices=["pyreqwest", "aiohttp"], default="pyreqwest", help="open-loop HTTP client"
     )
+    parser.add_argument(
+        "--profile", default="", help="comma-separated targets to sample with py-spy afterwards"
+    )
     parser.add_argument("--no-stream", action="store_true", help="skip the streaming phases")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--no-plot", action="store_true")
@@ -383,6 +430,7 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
         opts.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     if args.connections:
         opts.connections = [int(c) for c in args.connections.split(",") if c.strip()]
+    opts.profile = [t.strip() for t in args.profile.split(",") if t.strip()]
     if args.targets:
         opts.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     opts.mock_args = [

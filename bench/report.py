@@ -19,6 +19,12 @@ def _f(value: Any, digits: int = 2) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _per_cpu_s(us_per_req: float | None) -> str:
+    # Requests per second of the target's own CPU time: what one fully dedicated core would serve.
+    # Less sensitive than wall-clock req/s to other work stealing the core on a shared machine.
+    return "-" if not us_per_req else f"{1e6 / us_per_req:,.0f}"
+
+
 def _pct(util: float | None) -> str:
     return "-" if util is None else f"{util * 100:.0f}"
 
@@ -71,6 +77,8 @@ def render_table(doc: dict[str, Any]) -> str:
         *[f"req/s@{c}" for c in conns],
         "x aiohttp",
         f"cpu us/req@{conns[-1]}",
+        "cpu %",
+        "req/cpu-s",
         "wrk errors",
         "RSS worker MB",
         "RSS total MB",
@@ -86,12 +94,19 @@ def render_table(doc: dict[str, Any]) -> str:
                 *[_f(closed.get(c, {}).get("rps"), 0) for c in conns],
                 _f(res.get("rps_vs_aiohttp")),
                 _f(closed.get(conns[-1], {}).get("cpu_us_per_req"), 0),
+                _pct(closed.get(conns[-1], {}).get("cpu_util")),
+                _per_cpu_s(closed.get(conns[-1], {}).get("cpu_us_per_req")),
                 _f(errors),
                 _f(rss.get("worker_mb"), 0),
                 _f(rss.get("total_mb"), 0),
             ]
         )
-    out += ["Closed loop (wrk): maximum throughput", table(headers, rows), ""]
+    out += [
+        "Closed loop (wrk): maximum throughput; cpu % = target's CPU use during the run (100 = its whole core),",
+        "req/cpu-s = requests per second of the target's CPU time (what a dedicated core would serve)",
+        table(headers, rows),
+        "",
+    ]
 
     headers = [
         "target",
