@@ -93,8 +93,11 @@ def summarize(path: Path, top: int = 15) -> str:
         "  self %  function",
     ]
     lines += [f"  {100 * n / total:6.1f}  {name}" for name, n in self_time.most_common(top)]
-    lines += ["  incl %  function"]
-    lines += [f"  {100 * n / total:6.1f}  {name}" for name, n in inclusive.most_common(top)]
+    # The worker's bootstrap chain (granian, multiprocessing, the CLI) is on every stack: skip it.
+    chain = max(inclusive.values())
+    below = [(name, n) for name, n in inclusive.most_common() if n < 0.98 * chain][:top]
+    lines += ["  incl %  function (bootstrap frames on every stack omitted)"]
+    lines += [f"  {100 * n / total:6.1f}  {name}" for name, n in below]
     return "\n".join(lines)
 
 
