@@ -207,3 +207,73 @@ def test_pinning_prefix() -> None:
     assert pin.prefix("target") == ["taskset", "-c", "0"]
     assert pin.prefix("load") == ["taskset", "-c", "1"]
     assert Pinning(False, None, None, "").prefix("target") == []
+
+
+def _fake_target(rps: float, p50: float, p99: float) -> dict:
+    lat = {"p50": p50, "p90": (p50 + p99) / 2, "p99": p99, "max": p99 * 2, "mean": p50}
+    run = {"completed": 500, "ok": 500, "unfinished": 0, "scheduled": 500, "achieved_rps": 250.0}
+    run |= {
+        "latency_ms": lat,
+        "ttft_ms": lat,
+        "send_lag_ms": {"p99": 1.0},
+        "cpu_us_per_req": 300.0,
+        "cpu_util": 0.1,
+    }
+    closed = {"rps": rps, "requests": int(rps * 5), "errors": 0, "cpu_us_per_req": 1e6 / rps, "cpu_util": 1.0}
+    return {
+        "closed": {"64": closed},
+        "open": {"250": run},
+        "stream": {"open": dict(run), "closed": closed},
+        "rss": {"worker_mb": 50.0, "total_mb": 80.0},
+    }
+
+
+def test_report_tables_ratios_and_plot(tmp_path: Path) -> None:
+    from bench.overhead import add_deltas, median_merge
+    from bench.peers import ratio_table
+    from bench.report import plot, render_table
+
+    targets = {
+        "direct": _fake_target(10000, 1.0, 2.0),
+        "aiohttp": _fake_target(3000, 1.5, 3.5),
+        "gateway": _fake_target(4000, 1.4, 3.0),
+        "litellm": _fake_target(40, 900.0, 10000.0),
+        "broken": {"error": "start failed: nope"},
+    }
+    add_deltas(targets)
+    assert targets["gateway"]["open"]["250"]["added_ms"] == {"p50": 0.4, "p90": 0.7, "p99": 1.0}
+    assert targets["gateway"]["rps_vs_aiohttp"] == 1.33
+    doc = {
+        "kind": "peers",
+        "started": "2026-01-01T00:00:00+00:00",
+        "pinning": "test",
+        "options": {"connections": [64], "rates": [250.0], "stream": True, "repeat": 1},
+        "notes": ["a note"],
+        "targets": targets,
+    }
+    text = render_table(doc)
+    assert "SKIPPED broken" in text and "note: a note" in text
+    assert "100.0x" in ratio_table(doc)  # 4000 / 40
+    png = plot(doc, tmp_path / "run.png")
+    assert png is not None and png.stat().st_size > 1000
+    merged = median_merge(
+        [
+            {"a": 1, "b": {"c": 1.0}, "s": "x"},
+            {"a": 3, "b": {"c": 2.0}, "s": "y"},
+            {"a": 2, "b": {"c": 9.0}, "s": "z"},
+        ]
+    )
+    assert merged == {"a": 2, "b": {"c": 2.0}, "s": "x"}
+
+
+def test_profile_summary_of_collapsed_stacks(tmp_path: Path) -> None:
+    from bench.profile import summarize
+
+    path = tmp_path / "p.collapsed"
+    path.write_text(
+        "process 1:main;<module> (gateway:1);handle (proxy.py:10);send (client.py:5) 30\n"
+        "process 1:main;<module> (gateway:1);handle (proxy.py:10) 10\n"
+    )
+    text = summarize(path)
+    assert "40 samples" in text
+    assert "75.0  send (client.py)" in text
