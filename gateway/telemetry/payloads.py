@@ -75,7 +75,7 @@ def llm_request_attributes(
 ) -> dict[str, Any]:
     """GenAI request attributes for a ``chat <model>`` CLIENT span.
 
-    ``endpoint`` is a key of :data:`SPAN_TYPES` (``chat`` | ``completion`` | ``embedding`` |
+    ``endpoint`` is a key of :data:`SPAN_TYPES` (``chat`` | ``completions`` | ``embeddings`` |
     ``responses``); ``provider`` the ``gen_ai.provider.name`` (``openai``, ``anthropic``...).
     """
     span_type, operation = SPAN_TYPES.get(endpoint, ("ChatCompletion", "chat"))
@@ -341,18 +341,21 @@ def _sse_payloads(chunks: Iterable[bytes]) -> Iterable[bytes]:
                 yield data
 
 
-def assemble_stream(chunks: Iterable[bytes]) -> tuple[bytes, ResponseSummary]:
+def assemble_stream(
+    chunks: Iterable[bytes], usage: tuple[int | None, int | None] | None = None
+) -> tuple[bytes, ResponseSummary]:
     """Assemble OpenAI SSE chunks into the JSON body a non-streamed call would have returned.
 
     Deltas are merged per choice index: ``content``/``refusal`` concatenated, ``tool_calls``
     merged per tool index (id, type and name kept, arguments concatenated), the last
     ``finish_reason`` kept, ``usage`` taken from the chunk that carries it. Legacy completion
     streams (``choices[].text``) give a ``text_completion`` object. Undecodable events are
-    skipped. Returns ``(json_bytes, summary)``.
+    skipped. ``usage`` (prompt, completion tokens) overrides what the events say: pass it when
+    the relay stripped the usage event before keeping the events. Returns ``(json_bytes, summary)``.
     """
     rid = model = fingerprint = None
     created: int | None = None
-    usage: _Usage | None = None
+    usage_view: _Usage | None = None
     choices: dict[int, dict[str, Any]] = {}
     is_text = False
     for data in _sse_payloads(chunks):
@@ -365,7 +368,7 @@ def assemble_stream(chunks: Iterable[bytes]) -> tuple[bytes, ResponseSummary]:
         created = created or c.created
         fingerprint = fingerprint or c.system_fingerprint
         if c.usage is not None:
-            usage = c.usage
+            usage_view = c.usage
         for ch in c.choices:
             acc = choices.get(ch.index)
             if acc is None:
@@ -439,8 +442,11 @@ def assemble_stream(chunks: Iterable[bytes]) -> tuple[bytes, ResponseSummary]:
     }
     if fingerprint:
         body["system_fingerprint"] = fingerprint
-    inp, out = _usage_tokens(usage)
     if usage is not None:
+        inp, out = usage
+    else:
+        inp, out = _usage_tokens(usage_view)
+    if inp is not None or out is not None:
         body["usage"] = {
             "prompt_tokens": inp,
             "completion_tokens": out,

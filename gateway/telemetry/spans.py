@@ -85,11 +85,11 @@ HTTP_METHOD: Final = "http.request.method"
 URL_PATH: Final = "url.path"
 HTTP_STATUS: Final = "http.response.status_code"
 
-# endpoint kind -> (tfy.span_type, gen_ai.operation.name)
+# endpoint kind (as gateway.app.LLM_ROUTES names it) -> (tfy.span_type, gen_ai.operation.name)
 SPAN_TYPES: Final[dict[str, tuple[str, str]]] = {
     "chat": ("ChatCompletion", "chat"),
-    "completion": ("Completion", "text_completion"),
-    "embedding": ("Embedding", "embeddings"),
+    "completions": ("Completion", "text_completion"),
+    "embeddings": ("Embedding", "embeddings"),
     "responses": ("AgentResponse", "chat"),
 }
 
