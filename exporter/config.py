@@ -56,7 +56,7 @@ class Destination(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     max_retries: int = 5
 
 
-class MetricsDestination(Destination, kw_only=True):
+class MetricsDestination(Destination, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One OTLP metrics backend (the same knobs, plus the export period and temporality)."""
 
     interval_s: float = 60.0

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "REQUEST_DATA_ATTRIBUTES",
     "SCOPE_NAME",
+    "DEFAULT_OPTIONS",
     "EncodeOptions",
     "EncodedRequest",
     "json_requests",
@@ -63,6 +64,9 @@ class EncodeOptions(msgspec.Struct, frozen=True, kw_only=True):
     exclude_request_data: bool = False
     resource_attributes: Mapping[str, Any] = {}
     sampling_ratio: float = 1.0
+
+
+DEFAULT_OPTIONS: Final = EncodeOptions()
 
 
 class EncodedRequest(msgspec.Struct, frozen=True):
@@ -390,7 +394,7 @@ def _pack(spans: Sequence[bytes], budget: int, per_span: int, frame: Any) -> tup
 
 
 def proto_requests(
-    batch: SpanBatch, opts: EncodeOptions = EncodeOptions(), max_bytes: int = MAX_REQUEST_BYTES
+    batch: SpanBatch, opts: EncodeOptions = DEFAULT_OPTIONS, max_bytes: int = MAX_REQUEST_BYTES
 ) -> tuple[list[EncodedRequest], int]:
     """Sample, redact and encode a batch as protobuf request bodies (see :func:`pack_proto`)."""
     spans = [span_proto(s, opts.exclude_request_data) for s in sample(batch.spans, opts.sampling_ratio)]
@@ -398,14 +402,14 @@ def proto_requests(
 
 
 def json_requests(
-    batch: SpanBatch, opts: EncodeOptions = EncodeOptions(), max_bytes: int = MAX_REQUEST_BYTES
+    batch: SpanBatch, opts: EncodeOptions = DEFAULT_OPTIONS, max_bytes: int = MAX_REQUEST_BYTES
 ) -> tuple[list[EncodedRequest], int]:
     """Sample, redact and encode a batch as OTLP/JSON request bodies (see :func:`pack_json`)."""
     spans = [span_json(s, opts.exclude_request_data) for s in sample(batch.spans, opts.sampling_ratio)]
     return pack_json(resource_json(batch.resource, opts.resource_attributes), spans, max_bytes)
 
 
-def to_proto(batch: SpanBatch, opts: EncodeOptions = EncodeOptions()) -> ExportTraceServiceRequest:
+def to_proto(batch: SpanBatch, opts: EncodeOptions = DEFAULT_OPTIONS) -> ExportTraceServiceRequest:
     """The whole batch as one ``ExportTraceServiceRequest`` (no size limit applied)."""
     spans = [span_proto(s, opts.exclude_request_data) for s in sample(batch.spans, opts.sampling_ratio)]
     return ExportTraceServiceRequest.FromString(
@@ -413,7 +417,7 @@ def to_proto(batch: SpanBatch, opts: EncodeOptions = EncodeOptions()) -> ExportT
     )
 
 
-def to_json_bytes(batch: SpanBatch, opts: EncodeOptions = EncodeOptions()) -> bytes:
+def to_json_bytes(batch: SpanBatch, opts: EncodeOptions = DEFAULT_OPTIONS) -> bytes:
     """The whole batch as one OTLP/JSON body (no size limit applied)."""
     spans = [span_json(s, opts.exclude_request_data) for s in sample(batch.spans, opts.sampling_ratio)]
     return (
