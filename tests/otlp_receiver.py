@@ -235,7 +235,10 @@ class OtlpReceiver:
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
         try:
             if encoding == "gzip":
-                body = gzip.decompress(body)
+                # aiohttp already inflates gzip request bodies (and fails on a body that is not
+                # gzip); inflate here only if it did not.
+                if body[:2] == b"\x1f\x8b":
+                    body = gzip.decompress(body)
             elif encoding:
                 raise ValueError(f"unsupported Content-Encoding {encoding!r}")
             raw = None
