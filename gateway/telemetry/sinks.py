@@ -130,6 +130,8 @@ class NatsSink:
                 reconnect_time_wait=self._reconnect_wait,  # type: ignore[arg-type]  # float works
                 connect_timeout=self._connect_timeout,  # type: ignore[arg-type]
                 pending_size=self._pending_bytes,
+                # Bounds the forced flush nats-py does when the pending buffer fills up.
+                flush_timeout=self._flush_timeout,
                 error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
