@@ -26,8 +26,12 @@ from gateway.telemetry.spans import (
     GEN_AI_RESPONSE_MODEL,
     SERVER_ADDRESS,
     SERVER_PORT,
+    GEN_AI_TTFC,
     SPAN_TYPES,
+    TFY_LATENCY_MS,
     TFY_SPAN_TYPE,
+    TFY_TTFT_MS,
+    SpanHandle,
 )
 
 SHORT_HAND_MAX_CHARS = 200
@@ -264,6 +268,20 @@ def response_attributes(s: ResponseSummary) -> dict[str, Any]:
         attrs[GEN_AI_INPUT_TOKENS] = s.input_tokens
     if s.output_tokens is not None:
         attrs[GEN_AI_OUTPUT_TOKENS] = s.output_tokens
+    return attrs
+
+
+def timing_attributes(call: SpanHandle, first_chunk_pc: int = 0) -> dict[str, Any]:
+    """Latency (and, for streams, time to first token/chunk) of an upstream call span.
+
+    ``first_chunk_pc`` is the ``perf_counter_ns()`` reading when the first chunk arrived
+    (:attr:`StreamRecorder.first_chunk_pc`); 0 for non-streamed calls. Call after ``call.end()``.
+    """
+    attrs: dict[str, Any] = {TFY_LATENCY_MS: call.duration_ms}
+    if first_chunk_pc:
+        delta = first_chunk_pc - call.start_pc
+        attrs[TFY_TTFT_MS] = delta / 1e6
+        attrs[GEN_AI_TTFC] = delta / 1e9
     return attrs
 
 
