@@ -105,6 +105,7 @@ class NatsSink:
         self._reconnect_wait = reconnect_wait_s
         self._connect_timeout = connect_timeout_s
         self._nc: NatsClient = NatsClient()
+        self._stopping = False
         self._connect_task: asyncio.Task[None] | None = None
         self._down_log = RateLimitedLog(log)
         self._error_log = RateLimitedLog(log)
@@ -146,6 +147,8 @@ class NatsSink:
         self._error_log.warning("telemetry: NATS error: %r", exc)
 
     async def _on_disconnected(self) -> None:
+        if self._stopping:  # our own close, not an outage
+            return
         log.warning("telemetry: disconnected from NATS; spans are dropped until it reconnects")
 
     async def _on_reconnected(self) -> None:
@@ -186,6 +189,7 @@ class NatsSink:
 
     async def stop(self, timeout_s: float) -> None:
         """Drain the connection (flushes what is buffered) or, if never connected, stop trying."""
+        self._stopping = True
         task, self._connect_task = self._connect_task, None
         nc = self._nc
         if task is not None and not task.done():
