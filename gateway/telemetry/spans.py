@@ -287,20 +287,18 @@ class RequestTrace(msgspec.Struct, gc=False):
             root.end_pc = end
         offset = self.epoch_offset
         trace_id = self.trace_id
-        out: list[Span] = []
-        for s in self.spans:
-            out.append(
-                Span(
-                    trace_id,
-                    s.span_id,
-                    s.parent_id,
-                    s.name,
-                    s.kind,
-                    s.start_pc + offset,
-                    (s.end_pc or end) + offset,
-                    s.status,
-                    s.status_message,
-                    s.attributes,
-                )
+        return [
+            Span(
+                trace_id,
+                s.span_id,
+                s.parent_id,
+                s.name,
+                s.kind,
+                s.start_pc + offset,
+                (s.end_pc or end) + offset,
+                s.status,
+                s.status_message,
+                s.attributes,
             )
-        return out
+            for s in self.spans
+        ]
