@@ -47,11 +47,7 @@ class ConfigError(Exception):
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Base for config sections: unknown keys are errors, values immutable once loaded."""
-
-
-class ProviderConfig(_Strict):
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One upstream provider; its models are exposed as ``<name>/<model>``."""
 
     name: str
@@ -68,7 +64,7 @@ class ProviderConfig(_Strict):
     enabled_if_env: str | None = None
 
 
-class ServerConfig(_Strict):
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Process-level knobs of the HTTP server."""
 
     max_body_bytes: int = 32 * MIB
@@ -77,7 +73,7 @@ class ServerConfig(_Strict):
     upstream_client: Literal["pyreqwest", "aiohttp"] = "pyreqwest"
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Prometheus ``/metrics`` options."""
 
     enabled: bool = True
@@ -86,7 +82,7 @@ class MetricsConfig(_Strict):
     prices: dict[str, dict[str, float]] = {}
 
 
-class GatewayConfig(_Strict):
+class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The whole file. Sections other issues add hang off this root."""
 
     providers: list[ProviderConfig] = []
@@ -165,7 +161,7 @@ def _convert_sections(raw: dict[str, Any], problems: list[str]) -> GatewayConfig
         if key not in fields:
             problems.append(f"{key}: unknown key")
     before = len(problems)
-    for key, field in fields.items():
+    for key in fields:
         if key not in raw:
             continue
         value = raw[key]
@@ -286,7 +282,11 @@ def _drop_disabled_providers(raw: dict[str, Any], env: dict[str, str]) -> dict[s
     kept = [
         p
         for p in providers
-        if not (isinstance(p, dict) and isinstance(p.get("enabled_if_env"), str) and not env.get(p["enabled_if_env"]))
+        if not (
+            isinstance(p, dict)
+            and isinstance(p.get("enabled_if_env"), str)
+            and not env.get(p["enabled_if_env"])
+        )
     ]
     return {**raw, "providers": kept}
 
