@@ -22,8 +22,7 @@ COPY . .
 # dependencies only (no dev or bench extras), all from binary wheels.
 RUN /opt/venv/bin/python -m pip install --no-cache-dir . \
     && /opt/venv/bin/python -m pip uninstall --yes pip \
-    && /opt/venv/bin/gateway --help >/dev/null \
-    && /opt/venv/bin/gateway-exporter --help >/dev/null
+    && /opt/venv/bin/gateway --help >/dev/null
 
 # --- runtime: the venv, a default config, a non-root user; no compilers, no pip -----------------
 FROM ${PYTHON_IMAGE} AS runtime
