@@ -35,8 +35,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=8000
 # A fixed numeric uid/gid so that Kubernetes' runAsNonRoot can verify it without /etc/passwd.
-RUN groupadd --system --gid 10001 gateway \
-    && useradd --system --uid 10001 --gid gateway --no-create-home \
+RUN groupadd --gid 10001 gateway \
+    && useradd --uid 10001 --gid gateway --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin gateway
 COPY --from=builder /opt/venv /opt/venv
 # Default config: no providers, embedded exporter. Mount your own over it (Kubernetes mounts the
