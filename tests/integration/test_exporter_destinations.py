@@ -372,3 +372,16 @@ async def test_metrics_endpoint_accepts_protobuf(otlp_receiver: OtlpReceiver) ->
         )
         assert r.status_code == 200
     assert [x.signal for x in otlp_receiver.received] == ["metrics", "metrics"]
+
+
+async def test_grpc_hang_is_bounded_by_the_timeout(otlp_receiver: OtlpReceiver) -> None:
+    otlp_receiver.fail("grpc", Fault(hang=True), times=10)
+    dest = GrpcDestination(grpc_dest(otlp_receiver, timeout_ms=500), **FAST)  # type: ignore[arg-type]
+    started = time.monotonic()
+    try:
+        result = await dest.export(batch())
+    finally:
+        await dest.close()
+    assert not result.ok and result.dropped == 6
+    assert result.reason in {"grpc_deadline_exceeded", "timeout"}
+    assert time.monotonic() - started < 2.0
