@@ -177,10 +177,14 @@ async def test_retry_after_beyond_the_timeout_gives_up_at_once(otlp_receiver: Ot
     started = time.monotonic()
     try:
         result = await dest.export(batch())
+        assert not result.ok and result.reason == "http_429" and result.dropped == 6
+        # The next batch respects the same Retry-After without asking the server again.
+        result = await dest.export(batch())
+        assert not result.ok and result.reason == "backoff" and result.dropped == 6
     finally:
         await dest.close()
-    assert not result.ok and result.reason == "http_429" and result.dropped == 6
     assert time.monotonic() - started < 1.0
+    assert [a.status for a in otlp_receiver.attempts] == [429]
 
 
 async def test_400_is_not_retried(otlp_receiver: OtlpReceiver) -> None:
