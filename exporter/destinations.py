@@ -50,8 +50,8 @@ log = logging.getLogger("exporter")
 
 LOG_INTERVAL_S: Final = 10.0
 GRPC_MAX_REQUEST_BYTES: Final = 4 * 1024 * 1024  # the collector's default max_recv_msg_size_mib
-_ENCODE_SLICE: Final = 128  # spans encoded between two yields to the event loop
-_GZIP_OFF_LOOP_BYTES: Final = 256 * 1024  # zlib drops the GIL, so big bodies compress in a thread
+_ENCODE_SLICE: Final = 64  # spans encoded between two yields to the event loop (~2 ms of CPU)
+_GZIP_OFF_LOOP_BYTES: Final = 64 * 1024  # zlib drops the GIL, so bigger bodies compress in a thread
 _USER_AGENT: Final = "llm-gateway-exporter/0.1"
 
 
