@@ -389,3 +389,14 @@ async def test_grpc_hang_is_bounded_by_the_timeout(otlp_receiver: OtlpReceiver) 
     assert not result.ok and result.dropped == 6
     assert result.reason in {"grpc_deadline_exceeded", "timeout"}
     assert time.monotonic() - started < 2.0
+
+
+async def test_big_gzip_body_compresses_off_the_loop(otlp_receiver: OtlpReceiver) -> None:
+    b = batch(n_traces=20, spans_per_trace=2, **{"tfy.output": os.urandom(4096).hex()})  # > 64 KiB
+    dest = HttpDestination(http_dest(otlp_receiver, compression="gzip", encoding="json"))
+    try:
+        result = await dest.export(b)
+    finally:
+        await dest.close()
+    assert result.ok and result.exported == 40
+    assert otlp_receiver.received[0].content_encoding == "gzip" and otlp_receiver.errors == []
