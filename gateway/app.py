@@ -21,6 +21,7 @@ from typing import Any
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import MethodNotAllowed, NotFound, error_response
 from gateway.proxy import handle_llm, respond_json
+from gateway.reload import ConfigReloader
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway")
@@ -40,17 +41,41 @@ class GatewayApp:
         self._config = config
         self._config_path = config_path
         self.runtime: Runtime | None = None
+        self.reloader: ConfigReloader | None = None
         self.draining = False
+        self._retired: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        config = self._config or load_config(self._config_path or os.environ["GATEWAY_CONFIG"])
+        path = self._config_path or os.environ.get("GATEWAY_CONFIG")
+        config = self._config or load_config(path)  # type: ignore[arg-type]
         self.runtime = Runtime(config)
+        self.reloader = ConfigReloader(config, self.swap_runtime, path, config.reload.poll_interval_s)
+        cluster = config.cluster
+        kv = None
+        if cluster is not None and cluster.config_bucket:
+            kv = (cluster.nats_url, cluster.config_bucket, cluster.config_key)
+        self.reloader.start(loop, config.reload.watch_file, kv)
         try:
             loop.add_signal_handler(signal.SIGUSR1, self.start_draining)
+            loop.add_signal_handler(signal.SIGHUP, self.reloader.reload_file)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
             pass
+
+    def swap_runtime(self, config: GatewayConfig) -> None:
+        """Build a runtime for ``config`` and make it current; the old one closes after the drain timeout."""
+        old, self.runtime = self.runtime, Runtime(config)
+        if old is not None:
+            task = asyncio.ensure_future(self._retire(old, config.server.drain_timeout_s))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+
+    @staticmethod
+    async def _retire(old: Runtime, after_s: float) -> None:
+        # Requests that started on the old runtime keep using it; give them the drain timeout.
+        await asyncio.sleep(after_s)
+        await old.aclose()
 
     def start_draining(self) -> None:
         """Readiness goes false; requests are still served until the listener closes."""
@@ -59,8 +84,15 @@ class GatewayApp:
             log.info("draining: /readyz now answers 503")
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        if self.reloader is not None:
+            await self.reloader.stop()
+        for task in list(self._retired):
+            task.cancel()
         if self.runtime is not None:
-            loop.run_until_complete(self.runtime.aclose())
+            await self.runtime.aclose()
 
     # --- routing ------------------------------------------------------------------------------
 

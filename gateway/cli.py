@@ -120,17 +120,25 @@ def serve(args: argparse.Namespace) -> int:
 
         _drain_started = False
 
-        def signal_handler_interrupt(self, *a: Any, **kw: Any) -> None:
-            if self._drain_started:
-                return super().signal_handler_interrupt(*a, **kw)
-            self._drain_started = True
+        def _signal_workers(self, signum: int) -> None:
             for wrk in list(self.wrks):
                 pid = getattr(getattr(wrk, "inner", None), "pid", None)
                 if pid:
                     try:
-                        os.kill(pid, signal.SIGUSR1)
+                        os.kill(pid, signum)
                     except ProcessLookupError:
                         pass
+
+        def signal_handler_reload(self, *a: Any, **kw: Any) -> None:
+            # Workers reload their config in place (gateway/reload.py) instead of being respawned.
+            log.info("SIGHUP: asking workers to reload %s", os.environ.get("GATEWAY_CONFIG"))
+            self._signal_workers(signal.SIGHUP)
+
+        def signal_handler_interrupt(self, *a: Any, **kw: Any) -> None:
+            if self._drain_started:
+                return super().signal_handler_interrupt(*a, **kw)
+            self._drain_started = True
+            self._signal_workers(signal.SIGUSR1)
             delay = cfg.server.shutdown_delay_s
             log.info(
                 "shutdown requested: draining for %.1fs, then %.0fs for in-flight requests",

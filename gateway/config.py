@@ -73,6 +73,24 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     upstream_client: Literal["pyreqwest", "aiohttp"] = "pyreqwest"
 
 
+class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """NATS shared by the fleet: rate-limit counter sync and the config KV bucket.
+
+    Absent: rate limits are per process and config comes from the file only."""
+
+    nats_url: str
+    subject_prefix: str = "gateway"  # rate-limit deltas travel on <prefix>.ratelimit
+    config_bucket: str | None = "gateway-config"  # NATS KV bucket every gateway watches; null: off
+    config_key: str = "gateway.yaml"
+
+
+class ReloadConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Live reload of the config file (SIGHUP always reloads it)."""
+
+    watch_file: bool = True
+    poll_interval_s: float = 2.0
+
+
 class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Prometheus ``/metrics`` options."""
 
@@ -94,6 +112,8 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     tracing: TracingConfig = TracingConfig()
     exporter: ExporterConfig = ExporterConfig()
     metrics: MetricsConfig = MetricsConfig()
+    cluster: ClusterConfig | None = None
+    reload: ReloadConfig = ReloadConfig()
 
     def provider_names(self) -> set[str]:
         return {p.name for p in self.providers}
@@ -232,6 +252,8 @@ def _check_core(cfg: GatewayConfig) -> Iterator[str]:
         yield "server.drain_timeout_s: must be >= 0"
     if s.shutdown_delay_s < 0:
         yield "server.shutdown_delay_s: must be >= 0"
+    if cfg.cluster is not None and not _is_url(cfg.cluster.nats_url, ("nats", "tls")):
+        yield "cluster.nats_url: expected a nats:// or tls:// URL"
 
 
 def _semantic_checks() -> list[SemanticCheck]:
