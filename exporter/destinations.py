@@ -247,6 +247,8 @@ class OtlpDestination:
                 outcome = _Attempt(
                     ok=False, retryable=True, reason="timeout", detail=f"after {remaining:.1f}s"
                 )
+            except Exception as exc:  # a transport bug must cost this request, not raise out of export()
+                outcome = _Attempt(ok=False, reason="error", detail=repr(exc))
             if outcome.ok or not outcome.retryable or attempt >= self.cfg.max_retries:
                 return outcome, attempt
             delay = outcome.delay_s
