@@ -200,7 +200,7 @@ class OtlpReceiver:
         """Release hanging requests and stop both servers."""
         self._release.set()
         if self._grpc is not None:
-            await self._grpc.stop(grace=0.5)
+            await self._grpc.stop(grace=0.2)
         if self._runner is not None:
             await self._runner.cleanup()
 

@@ -177,10 +177,14 @@ async def test_retry_after_beyond_the_timeout_gives_up_at_once(otlp_receiver: Ot
     started = time.monotonic()
     try:
         result = await dest.export(batch())
+        assert not result.ok and result.reason == "http_429" and result.dropped == 6
+        # The next batch respects the same Retry-After without asking the server again.
+        result = await dest.export(batch())
+        assert not result.ok and result.reason == "backoff" and result.dropped == 6
     finally:
         await dest.close()
-    assert not result.ok and result.reason == "http_429" and result.dropped == 6
     assert time.monotonic() - started < 1.0
+    assert [a.status for a in otlp_receiver.attempts] == [429]
 
 
 async def test_400_is_not_retried(otlp_receiver: OtlpReceiver) -> None:
@@ -372,3 +376,27 @@ async def test_metrics_endpoint_accepts_protobuf(otlp_receiver: OtlpReceiver) ->
         )
         assert r.status_code == 200
     assert [x.signal for x in otlp_receiver.received] == ["metrics", "metrics"]
+
+
+async def test_grpc_hang_is_bounded_by_the_timeout(otlp_receiver: OtlpReceiver) -> None:
+    otlp_receiver.fail("grpc", Fault(hang=True), times=10)
+    dest = GrpcDestination(grpc_dest(otlp_receiver, timeout_ms=500), **FAST)  # type: ignore[arg-type]
+    started = time.monotonic()
+    try:
+        result = await dest.export(batch())
+    finally:
+        await dest.close()
+    assert not result.ok and result.dropped == 6
+    assert result.reason in {"grpc_deadline_exceeded", "timeout"}
+    assert time.monotonic() - started < 2.0
+
+
+async def test_big_gzip_body_compresses_off_the_loop(otlp_receiver: OtlpReceiver) -> None:
+    b = batch(n_traces=20, spans_per_trace=2, **{"tfy.output": os.urandom(4096).hex()})  # > 64 KiB
+    dest = HttpDestination(http_dest(otlp_receiver, compression="gzip", encoding="json"))
+    try:
+        result = await dest.export(b)
+    finally:
+        await dest.close()
+    assert result.ok and result.exported == 40
+    assert otlp_receiver.received[0].content_encoding == "gzip" and otlp_receiver.errors == []
