@@ -23,6 +23,7 @@ from gateway.errors import MethodNotAllowed, NotFound, error_response
 from gateway.proxy import handle_llm, respond_json
 from gateway.reload import ConfigReloader
 from gateway.runtime import Runtime
+from gateway.telemetry.drain import Telemetry
 
 log = logging.getLogger("gateway")
 
@@ -42,6 +43,7 @@ class GatewayApp:
         self._config_path = config_path
         self.runtime: Runtime | None = None
         self.reloader: ConfigReloader | None = None
+        self.telemetry: Telemetry | None = None
         self.draining = False
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -51,6 +53,9 @@ class GatewayApp:
         path = self._config_path or os.environ.get("GATEWAY_CONFIG")
         config = self._config or load_config(path)  # type: ignore[arg-type]
         self.runtime = Runtime(config)
+        # Process wiring, not per-config: the ring and its drain task survive config reloads.
+        self.telemetry = Telemetry.from_config(config.tracing, config.exporter)
+        self.telemetry.start_on(loop)
         self.reloader = ConfigReloader(config, self.swap_runtime, path, config.reload.poll_interval_s)
         cluster = config.cluster
         kv = None
@@ -93,6 +98,8 @@ class GatewayApp:
             task.cancel()
         if self.runtime is not None:
             await self.runtime.aclose()
+        if self.telemetry is not None:
+            await self.telemetry.stop(5.0)  # final flush of the ring, then drain NATS / the exporter
 
     # --- routing ------------------------------------------------------------------------------
 
@@ -103,7 +110,8 @@ class GatewayApp:
         endpoint = LLM_ROUTES.get(path)
         if endpoint is not None:
             if method == "POST":
-                await handle_llm(rt, scope, proto, endpoint)
+                assert self.telemetry is not None
+                await handle_llm(rt, self.telemetry, scope, proto, endpoint)
             else:
                 self._error(
                     proto,
