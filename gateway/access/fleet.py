@@ -1,0 +1,175 @@
+"""Fleet-wide rate limits: workers exchange counter deltas over NATS.
+
+Each worker publishes the charges it made since the last publish on ``<prefix>.ratelimit`` (one
+msgpack message per batch) every ``interval_s`` (≤ 100 ms), and adds every other worker's deltas to
+its own counters. A limit therefore holds for the whole fleet; the overshoot is bounded by the
+traffic the other workers admit before their deltas arrive. To keep that small where it matters,
+the limiter asks for an immediate publish when a counter passes 80 % of its limit
+(:data:`~gateway.access.ratelimit.HOT_FRACTION`), rate-limited to one per ``min_gap_s``.
+
+NATS is never in the request path: admit/charge only touch memory. NATS unreachable at start-up or
+later → the worker serves on its local counts and reconnects in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client
+
+from gateway.access.ratelimit import Delta, RateLimiter
+
+__all__ = ["WORKER_ID", "FleetSync", "RateDeltas"]
+
+log = logging.getLogger("gateway.access.fleet")
+
+WORKER_ID = uuid.uuid4().hex[:16]  # one per process: a rebuilt limiter after reload keeps it
+MAX_DELTAS_PER_MESSAGE = 4096  # well under NATS's 1 MiB default max payload
+WIRE_VERSION = 1
+
+
+class RateDeltas(msgspec.Struct, array_like=True, frozen=True):
+    """One batch of counter deltas from one worker."""
+
+    v: int
+    worker: str
+    deltas: list[tuple[str, int, int]]
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(RateDeltas).decode
+
+
+class FleetSync:
+    """Background task keeping a :class:`RateLimiter` in step with the rest of the fleet."""
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        nats_url: str,
+        subject_prefix: str = "llm-gateway",
+        *,
+        interval_s: float = 0.05,
+        min_gap_s: float = 0.002,
+        worker_id: str = WORKER_ID,
+    ) -> None:
+        if not 0 < interval_s <= 0.1:
+            raise ValueError("interval_s must be in (0, 0.1]")
+        self.limiter = limiter
+        self.nats_url = nats_url
+        self.subject = f"{subject_prefix}.ratelimit"
+        self.interval_s = interval_s
+        self.min_gap_s = min_gap_s
+        self.worker_id = worker_id
+        self._nc: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.published = 0
+        self.applied = 0
+        self.bad_messages = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def start(self) -> None:
+        """Start syncing in the background; returns at once even when NATS is unreachable."""
+        self.limiter.track_deltas = True
+        self.limiter.on_hot = self._wake.set
+        self._task = asyncio.create_task(self._run(), name="ratelimit-fleet-sync")
+
+    async def stop(self) -> None:
+        """Publish what is left, then close the connection."""
+        self.limiter.on_hot = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                if nc.is_connected:
+                    await self._publish(nc)
+                    await nc.flush(timeout=1)
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _run(self) -> None:
+        self._nc = await self._connect()
+        await self._nc.subscribe(self.subject, cb=self._on_message)
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+                eager = True
+            except TimeoutError:
+                eager = False
+            self._wake.clear()
+            if self._nc.is_connected:
+                try:
+                    await self._publish(self._nc)
+                except Exception as exc:  # the connection dropped mid-publish: next tick retries
+                    log.warning("rate-limit delta publish failed: %s", type(exc).__name__)
+            if eager:
+                await asyncio.sleep(self.min_gap_s)
+
+    async def _connect(self) -> Client:
+        delay, warned = 0.2, False
+        while True:
+            try:
+                return await nats.connect(
+                    servers=[self.nats_url],
+                    name=f"gateway-ratelimit-{self.worker_id}",
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    connect_timeout=2,
+                    no_echo=True,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not warned:
+                    log.warning(
+                        "NATS unreachable for rate-limit sync (%s); limits are per process until it is back",
+                        type(exc).__name__,
+                    )
+                    warned = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _publish(self, nc: Client) -> None:
+        deltas = self.limiter.take_deltas()
+        for i in range(0, len(deltas), MAX_DELTAS_PER_MESSAGE):
+            chunk: list[Delta] = deltas[i : i + MAX_DELTAS_PER_MESSAGE]
+            await nc.publish(self.subject, _encode(RateDeltas(WIRE_VERSION, self.worker_id, chunk)))
+            self.published += 1
+
+    async def _on_message(self, msg: Any) -> None:
+        try:
+            batch = _decode(msg.data)
+        except msgspec.DecodeError:
+            self.bad_messages += 1
+            return
+        if batch.worker == self.worker_id or batch.v != WIRE_VERSION:
+            return
+        self.limiter.apply_remote(batch.deltas)
+        self.applied += 1
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS error in rate-limit sync: %s", type(exc).__name__)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("NATS disconnected; rate limits continue on local counts")
+
+    async def _on_reconnected(self) -> None:
+        log.info("NATS reconnected; rate-limit sync resumed")
