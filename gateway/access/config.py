@@ -60,11 +60,7 @@ _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Base for config sections: unknown keys are errors, values immutable once loaded."""
-
-
-class ApiKeyConfig(_Strict):
+class ApiKeyConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One API key, stored only as the sha256 of the key (``gateway hash-key`` prints it)."""
 
     subject: str  # user:<name> or virtualaccount:<name>
@@ -72,7 +68,7 @@ class ApiKeyConfig(_Strict):
     teams: list[str] = []
 
 
-class JwtIssuerConfig(_Strict):
+class JwtIssuerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """An identity provider whose JWTs are accepted, verified against its JWKS."""
 
     issuer: str
@@ -84,21 +80,21 @@ class JwtIssuerConfig(_Strict):
     algorithms: list[str] | None = None  # restricts further what the JWKS declares
 
 
-class AuthConfig(_Strict):
+class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Credentials accepted by the gateway. Present → every request must authenticate."""
 
     api_keys: list[ApiKeyConfig] = []
     jwt: list[JwtIssuerConfig] = []
 
 
-class AccessRule(_Strict):
+class AccessRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Which subjects may use which models (``*``, ``<provider>/*``, exact ids, virtual names)."""
 
     subjects: list[str]
     models: list[str]
 
 
-class RateLimitWhen(_Strict):
+class RateLimitWhen(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The requests a rate-limit rule applies to; every listed condition must hold."""
 
     subjects: list[str] = msgspec.field(default_factory=lambda: ["*"])
@@ -106,7 +102,7 @@ class RateLimitWhen(_Strict):
     metadata: dict[str, str] = {}
 
 
-class RateLimitRule(_Strict):
+class RateLimitRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One rate-limit rule; the first matching rule applies."""
 
     id: str
