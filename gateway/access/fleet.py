@@ -105,11 +105,12 @@ class FleetSync:
         self._nc = await self._connect()
         await self._nc.subscribe(self.subject, cb=self._on_message)
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
-                eager = True
-            except TimeoutError:
-                eager = False
+            eager = False
+            with contextlib.suppress(TimeoutError):
+                # asyncio.timeout, not wait_for: see JwksCache.run (cancellation on 3.11).
+                async with asyncio.timeout(self.interval_s):
+                    await self._wake.wait()
+                    eager = True
             self._wake.clear()
             if self._nc.is_connected:
                 try:

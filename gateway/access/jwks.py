@@ -9,6 +9,7 @@ we already have: an IdP outage must not lock users out while their keys are stil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -155,7 +156,8 @@ class JwksCache:
             ok = await self.fetch(client)
             delay = self.issuer.refresh_s if ok else min(RETRY_S, self.issuer.refresh_s)
             self._refresh.clear()
-            try:
-                await asyncio.wait_for(self._refresh.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # races with the event being set, and the task would then never stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._refresh.wait()

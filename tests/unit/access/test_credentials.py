@@ -50,7 +50,9 @@ def test_right_key_bearer_and_x_api_key(auth: Authenticator) -> None:
         ("Bearer a.b.c", None, "API key is not valid"),  # no JWT issuer configured
     ],
 )
-def test_bad_credentials(auth: Authenticator, authorization: str | None, x_api_key: str | None, message: str) -> None:
+def test_bad_credentials(
+    auth: Authenticator, authorization: str | None, x_api_key: str | None, message: str
+) -> None:
     with pytest.raises(AuthenticationFailed) as err:
         auth.authenticate(authorization, x_api_key)
     assert message in err.value.message
