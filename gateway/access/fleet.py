@@ -4,8 +4,9 @@ Each worker publishes the charges it made since the last publish on ``<prefix>.r
 msgpack message per batch) every ``interval_s`` (≤ 100 ms), and adds every other worker's deltas to
 its own counters. A limit therefore holds for the whole fleet; the overshoot is bounded by the
 traffic the other workers admit before their deltas arrive. To keep that small where it matters,
-the limiter asks for an immediate publish when a counter passes 80 % of its limit
-(:data:`~gateway.access.ratelimit.HOT_FRACTION`), rate-limited to one per ``min_gap_s``.
+the limiter asks for an immediate publish when a key's unpublished charges reach 10 % of what is
+left of its limit (:data:`~gateway.access.ratelimit.HOT_SHARE`), rate-limited to one per
+``min_gap_s``.
 
 NATS is never in the request path: admit/charge only touch memory. NATS unreachable at start-up or
 later → the worker serves on its local counts and reconnects in the background.
@@ -70,6 +71,7 @@ class FleetSync:
         self._nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.ready = asyncio.Event()  # set once subscribed: from then on others' deltas arrive
         self.published = 0
         self.applied = 0
         self.bad_messages = 0
@@ -104,6 +106,9 @@ class FleetSync:
     async def _run(self) -> None:
         self._nc = await self._connect()
         await self._nc.subscribe(self.subject, cb=self._on_message)
+        with contextlib.suppress(Exception):
+            await self._nc.flush(timeout=2)  # the server has our SUB once this returns
+        self.ready.set()
         while True:
             eager = False
             with contextlib.suppress(TimeoutError):

@@ -31,7 +31,12 @@ __all__ = ["NO_LIMIT", "Admission", "Delta", "RateLimiter"]
 SEP = "\x1f"  # between the parts of a counter key; cannot appear in YAML ids or header values we keep
 SWEEP_EVERY = 8192  # admissions between sweeps of counters idle for two windows
 MAX_SPILL = 65_536  # bound on deltas of past windows kept while no fleet sync drains them
-HOT_FRACTION = 0.8  # above this share of a limit, ask fleet sync to publish now (see fleet.py)
+# Ask fleet sync to publish now (see fleet.py) once this worker's unpublished charges on a key
+# reach this share of what is left of the limit: other workers then learn about a key's usage
+# sooner the closer it gets to its limit, which bounds the fleet's overshoot, while a key far
+# from its limit only travels with the periodic publish. Triggers are charges, so they are
+# themselves bounded by the limits.
+HOT_SHARE = 0.1
 
 Delta = tuple[str, int, int]  # (key, window_start, amount)
 
@@ -219,14 +224,15 @@ class RateLimiter:
             return
         p = self._pending.get(key)
         if p is None:
-            self._pending[key] = [c.start, n]
+            p = self._pending[key] = [c.start, n]
         elif p[0] == c.start:
             p[1] += n
         else:
             if len(self._spill) < MAX_SPILL:
                 self._spill.append((key, p[0], p[1]))
             p[0], p[1] = c.start, n
-        if self.on_hot is not None and c.cur + c.prev >= HOT_FRACTION * rule.limit:
+        # c.cur + c.prev over-estimates the usage: errs towards publishing early.
+        if self.on_hot is not None and p[1] >= HOT_SHARE * (rule.limit - c.cur - c.prev):
             self.on_hot()
 
     # --- fleet sync ------------------------------------------------------------------------------

@@ -32,7 +32,9 @@ def ac(cfg: GatewayConfig) -> AccessControl:
 
 
 def test_check_allows_and_returns_decision(ac: AccessControl) -> None:
-    d = ac.check(headers(authorization=f"Bearer {ALICE_KEY}", x_tfy_metadata='{"env":"dev"}').get, "chat-default")
+    d = ac.check(
+        headers(authorization=f"Bearer {ALICE_KEY}", x_tfy_metadata='{"env":"dev"}').get, "chat-default"
+    )
     assert d.principal.subject == "user:alice" and d.metadata == {"env": "dev"}
     assert d.rule_ids == [] and d.response_headers == []
 

@@ -127,15 +127,23 @@ def test_deltas_round_trip() -> None:
 
 
 def test_hot_hook_and_key_format() -> None:
-    lim = RateLimiter([rule(limit=5, rate_limit_applies_per=["user", "model"])])
+    lim = RateLimiter([rule(limit=100, rate_limit_applies_per=["user", "model"])])
     lim.track_deltas = True
     calls: list[int] = []
     lim.on_hot = lambda: calls.append(1)
     a = lim.admit(ALICE, "p/m", {}, T0)
     assert a.key == SEP.join(["r", "user:alice", "p/m"])
-    for _ in range(4):
+    for _ in range(8):
         lim.admit(ALICE, "p/m", {}, T0)
-    assert len(calls) == 2  # at 4 and 5 of 5
+    assert calls == []  # 9 unpublished of 91 left: not yet
+    lim.admit(ALICE, "p/m", {}, T0)
+    assert len(calls) == 1  # 10 unpublished >= 10 % of the 90 left
+    lim.take_deltas()
+    lim.admit(ALICE, "p/m", {}, T0)
+    assert len(calls) == 1
+    lim.apply_remote([(a.key, 6000, 85)])  # others used most of it: every charge is now urgent
+    lim.admit(ALICE, "p/m", {}, T0)
+    assert len(calls) == 2
 
 
 def test_sweep_and_inherit() -> None:
