@@ -37,6 +37,7 @@ MAX_SPILL = 65_536  # bound on deltas of past windows kept while no fleet sync d
 # from its limit only travels with the periodic publish. Triggers are charges, so they are
 # themselves bounded by the limits.
 HOT_SHARE = 0.1
+MEMO_SIZE = 65_536  # (caller, model) pairs whose candidate rules are remembered
 
 Delta = tuple[str, int, int]  # (key, window_start, amount)
 
@@ -73,10 +74,14 @@ class _Rule:
         self.metadata = tuple(rule.when.metadata.items())
         self.parts = tuple(rule.rate_limit_applies_per)
 
-    def matches(self, principal: Principal, model_id: str, metadata: Mapping[str, str]) -> bool:
-        if self.subjects.isdisjoint(principal.matches) or model_id not in self.models:
-            return False
-        return all(metadata.get(k) == v for k, v in self.metadata)
+    def matches_caller(self, principal: Principal, model_id: str) -> bool:
+        return not self.subjects.isdisjoint(principal.matches) and model_id in self.models
+
+    def matches_metadata(self, metadata: Mapping[str, str]) -> bool:
+        for k, v in self.metadata:
+            if metadata.get(k) != v:
+                return False
+        return True
 
     def key(self, principal: Principal, model_id: str, metadata: Mapping[str, str]) -> str:
         if not self.parts:
@@ -155,6 +160,7 @@ class RateLimiter:
     def __init__(self, rules: Sequence[RateLimitRule]) -> None:
         self._rules = [_Rule(r) for r in rules]
         self._by_id = {r.id: r for r in self._rules}
+        self._candidates: dict[tuple[frozenset[str], str], tuple[_Rule, ...]] = {}
         self._counters: dict[str, _Counter] = {}
         self._pending: dict[str, list[int]] = {}  # key -> [window_start, amount] not yet published
         self._spill: list[Delta] = []  # pending amounts of windows that rolled over before publishing
@@ -171,8 +177,12 @@ class RateLimiter:
         self, principal: Principal, model_id: str, metadata: Mapping[str, str], now: float
     ) -> Admission:
         """Admit a request or raise :class:`RateLimited` (message names the rule, with headers)."""
-        for rule in self._rules:
-            if rule.matches(principal, model_id, metadata):
+        ck = (principal.matches, model_id)
+        candidates = self._candidates.get(ck)
+        if candidates is None:
+            candidates = self._candidates_for(ck, principal, model_id)
+        for rule in candidates:
+            if not rule.metadata or rule.matches_metadata(metadata):
                 break
         else:
             return NO_LIMIT
@@ -204,6 +214,16 @@ class RateLimiter:
         if self._admissions % SWEEP_EVERY == 0:
             self.sweep(now)
         return Admission(self, rule.id, key, rule.kind, limit, max(0, int(limit - used)))
+
+    def _candidates_for(
+        self, ck: tuple[frozenset[str], str], principal: Principal, model_id: str
+    ) -> tuple[_Rule, ...]:
+        """Rules matching the caller and model, in order; memoised (metadata varies per request)."""
+        found = tuple(r for r in self._rules if r.matches_caller(principal, model_id))
+        if len(self._candidates) >= MEMO_SIZE:
+            self._candidates.clear()
+        self._candidates[ck] = found
+        return found
 
     def charge(self, key: str, n: int, now: float) -> None:
         """Add ``n`` (tokens) to ``key``'s current window."""
