@@ -64,7 +64,11 @@ SSE = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
 def _chat_body(model: str, completion: bool = False) -> bytes:
     text = "".join(WORDS[:CHUNKS])
-    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": CHUNKS, "total_tokens": PROMPT_TOKENS + CHUNKS}
+    usage = {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": CHUNKS,
+        "total_tokens": PROMPT_TOKENS + CHUNKS,
+    }
     if completion:
         choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
         obj = "text_completion"
@@ -87,7 +91,12 @@ def _embedding_body(model: str, inputs: Any) -> bytes:
     n = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
     data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, 0.4]} for i in range(n)]
     return _json.encode(
-        {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 4 * n, "total_tokens": 4 * n}}
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": 4 * n, "total_tokens": 4 * n},
+        }
     )
 
 
@@ -109,13 +118,19 @@ def _usage_chunk(model: str) -> bytes:
         "created": 0,
         "model": model,
         "choices": [],
-        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": CHUNKS, "total_tokens": PROMPT_TOKENS + CHUNKS},
+        "usage": {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": CHUNKS,
+            "total_tokens": PROMPT_TOKENS + CHUNKS,
+        },
     }
     return b"data: " + _json.encode(payload) + b"\n\n"
 
 
 def _error(status: int, message: str) -> bytes:
-    return _json.encode({"error": {"message": message, "type": "mock_error", "param": None, "code": str(status)}})
+    return _json.encode(
+        {"error": {"message": message, "type": "mock_error", "param": None, "code": str(status)}}
+    )
 
 
 def _behaviour(model: str) -> tuple[str, int]:
@@ -174,7 +189,13 @@ class MockApp:
             return
         body = await proto()
         if RECORD:
-            _recent.append({"path": path, "headers": dict(scope.headers.items()), "body": body.decode("utf-8", "replace")})
+            _recent.append(
+                {
+                    "path": path,
+                    "headers": dict(scope.headers.items()),
+                    "body": body.decode("utf-8", "replace"),
+                }
+            )
         if path.endswith("/messages") and getattr(self, "anthropic", None) is not None:
             await self.anthropic.handle(scope, proto, body)  # type: ignore[union-attr]
             return
@@ -215,12 +236,16 @@ app = MockApp()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--latency-ms", type=float, default=float(os.environ.get("MOCK_LATENCY_MS", "0")))
     parser.add_argument("--chunks", type=int, default=int(os.environ.get("MOCK_CHUNKS", "8")))
-    parser.add_argument("--chunk-delay-ms", type=float, default=float(os.environ.get("MOCK_CHUNK_DELAY_MS", "0")))
+    parser.add_argument(
+        "--chunk-delay-ms", type=float, default=float(os.environ.get("MOCK_CHUNK_DELAY_MS", "0"))
+    )
     parser.add_argument("--fail-status", type=int, default=int(os.environ.get("MOCK_FAIL_STATUS", "0")))
     parser.add_argument("--no-record", action="store_true", help="do not keep recent requests (benchmarks)")
     parser.add_argument("--workers", type=int, default=1)

@@ -47,11 +47,7 @@ class ConfigError(Exception):
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Base for config sections: unknown keys are errors, values immutable once loaded."""
-
-
-class ProviderConfig(_Strict):
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One upstream provider; its models are exposed as ``<name>/<model>``."""
 
     name: str
@@ -68,7 +64,7 @@ class ProviderConfig(_Strict):
     enabled_if_env: str | None = None
 
 
-class ServerConfig(_Strict):
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Process-level knobs of the HTTP server."""
 
     max_body_bytes: int = 32 * MIB
@@ -77,7 +73,25 @@ class ServerConfig(_Strict):
     upstream_client: Literal["pyreqwest", "aiohttp"] = "pyreqwest"
 
 
-class MetricsConfig(_Strict):
+class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """NATS shared by the fleet: rate-limit counter sync and the config KV bucket.
+
+    Absent: rate limits are per process and config comes from the file only."""
+
+    nats_url: str
+    subject_prefix: str = "gateway"  # rate-limit deltas travel on <prefix>.ratelimit
+    config_bucket: str | None = "gateway-config"  # NATS KV bucket every gateway watches; null: off
+    config_key: str = "gateway.yaml"
+
+
+class ReloadConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Live reload of the config file (SIGHUP always reloads it)."""
+
+    watch_file: bool = True
+    poll_interval_s: float = 2.0
+
+
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Prometheus ``/metrics`` options."""
 
     enabled: bool = True
@@ -86,7 +100,7 @@ class MetricsConfig(_Strict):
     prices: dict[str, dict[str, float]] = {}
 
 
-class GatewayConfig(_Strict):
+class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The whole file. Sections other issues add hang off this root."""
 
     providers: list[ProviderConfig] = []
@@ -98,6 +112,8 @@ class GatewayConfig(_Strict):
     tracing: TracingConfig = TracingConfig()
     exporter: ExporterConfig = ExporterConfig()
     metrics: MetricsConfig = MetricsConfig()
+    cluster: ClusterConfig | None = None
+    reload: ReloadConfig = ReloadConfig()
 
     def provider_names(self) -> set[str]:
         return {p.name for p in self.providers}
@@ -165,7 +181,7 @@ def _convert_sections(raw: dict[str, Any], problems: list[str]) -> GatewayConfig
         if key not in fields:
             problems.append(f"{key}: unknown key")
     before = len(problems)
-    for key, field in fields.items():
+    for key in fields:
         if key not in raw:
             continue
         value = raw[key]
@@ -236,6 +252,8 @@ def _check_core(cfg: GatewayConfig) -> Iterator[str]:
         yield "server.drain_timeout_s: must be >= 0"
     if s.shutdown_delay_s < 0:
         yield "server.shutdown_delay_s: must be >= 0"
+    if cfg.cluster is not None and not _is_url(cfg.cluster.nats_url, ("nats", "tls")):
+        yield "cluster.nats_url: expected a nats:// or tls:// URL"
 
 
 def _semantic_checks() -> list[SemanticCheck]:
@@ -286,7 +304,11 @@ def _drop_disabled_providers(raw: dict[str, Any], env: dict[str, str]) -> dict[s
     kept = [
         p
         for p in providers
-        if not (isinstance(p, dict) and isinstance(p.get("enabled_if_env"), str) and not env.get(p["enabled_if_env"]))
+        if not (
+            isinstance(p, dict)
+            and isinstance(p.get("enabled_if_env"), str)
+            and not env.get(p["enabled_if_env"])
+        )
     ]
     return {**raw, "providers": kept}
 

@@ -119,7 +119,9 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamStatus(UpstreamError):
     """The provider answered with an error status; its body is relayed unchanged."""
 
-    def __init__(self, status: int, body: bytes, content_type: str | None, headers: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, status: int, body: bytes, content_type: str | None, headers: list[tuple[str, str]]
+    ) -> None:
         super().__init__(f"upstream answered {status}", code="upstream_status", headers=headers)
         self.status = status
         self.body = body

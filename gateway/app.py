@@ -1,0 +1,138 @@
+"""Composition root: builds the gateway from typed settings and routes RSGI calls.
+
+granian calls ``__rsgi_init__`` in each worker before serving (start background work there)
+and ``__rsgi_del__`` after the server stopped accepting and in-flight requests finished
+(flush and close there). Shutdown order, like uvicorn's ``Server.shutdown()``:
+
+1. SIGUSR1 from the ``gateway serve`` supervisor: ``/readyz`` answers 503 (draining), traffic
+   still served for ``server.shutdown_delay_s`` so load balancers notice;
+2. SIGTERM: granian stops accepting; in-flight requests get ``server.drain_timeout_s``;
+3. ``__rsgi_del__``: close upstream clients, flush telemetry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import MethodNotAllowed, NotFound, error_response
+from gateway.proxy import handle_llm, respond_json
+from gateway.reload import ConfigReloader
+from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway")
+
+LLM_ROUTES = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+GET_ROUTES = {"/v1/models", "/healthz", "/readyz"}
+
+
+class GatewayApp:
+    """The RSGI application of one worker process."""
+
+    def __init__(self, config: GatewayConfig | None = None, config_path: str | None = None) -> None:
+        self._config = config
+        self._config_path = config_path
+        self.runtime: Runtime | None = None
+        self.reloader: ConfigReloader | None = None
+        self.draining = False
+        self._retired: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        path = self._config_path or os.environ.get("GATEWAY_CONFIG")
+        config = self._config or load_config(path)  # type: ignore[arg-type]
+        self.runtime = Runtime(config)
+        self.reloader = ConfigReloader(config, self.swap_runtime, path, config.reload.poll_interval_s)
+        cluster = config.cluster
+        kv = None
+        if cluster is not None and cluster.config_bucket:
+            kv = (cluster.nats_url, cluster.config_bucket, cluster.config_key)
+        self.reloader.start(loop, config.reload.watch_file, kv)
+        try:
+            loop.add_signal_handler(signal.SIGUSR1, self.start_draining)
+            loop.add_signal_handler(signal.SIGHUP, self.reloader.reload_file)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+
+    def swap_runtime(self, config: GatewayConfig) -> None:
+        """Build a runtime for ``config`` and make it current; the old one closes after the drain timeout."""
+        old, self.runtime = self.runtime, Runtime(config)
+        if old is not None:
+            task = asyncio.ensure_future(self._retire(old, config.server.drain_timeout_s))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+
+    @staticmethod
+    async def _retire(old: Runtime, after_s: float) -> None:
+        # Requests that started on the old runtime keep using it; give them the drain timeout.
+        await asyncio.sleep(after_s)
+        await old.aclose()
+
+    def start_draining(self) -> None:
+        """Readiness goes false; requests are still served until the listener closes."""
+        if not self.draining:
+            self.draining = True
+            log.info("draining: /readyz now answers 503")
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        if self.reloader is not None:
+            await self.reloader.stop()
+        for task in list(self._retired):
+            task.cancel()
+        if self.runtime is not None:
+            await self.runtime.aclose()
+
+    # --- routing ------------------------------------------------------------------------------
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        rt = self.runtime
+        assert rt is not None, "__rsgi_init__ was not called"
+        path, method = scope.path, scope.method
+        endpoint = LLM_ROUTES.get(path)
+        if endpoint is not None:
+            if method == "POST":
+                await handle_llm(rt, scope, proto, endpoint)
+            else:
+                self._error(
+                    proto,
+                    MethodNotAllowed(f"{method} is not allowed on {path}; use POST"),
+                    [("allow", "POST")],
+                )
+            return
+        if path in GET_ROUTES:
+            if method not in ("GET", "HEAD"):
+                self._error(
+                    proto, MethodNotAllowed(f"{method} is not allowed on {path}; use GET"), [("allow", "GET")]
+                )
+            elif path == "/v1/models":
+                respond_json(proto, 200, rt.models_body)
+            elif path == "/healthz":
+                respond_json(proto, 200, b'{"status":"ok"}')
+            elif self.draining:
+                respond_json(proto, 503, b'{"status":"draining"}')
+            else:
+                respond_json(proto, 200, b'{"status":"ready"}')
+            return
+        self._error(proto, NotFound(f"no route for {method} {path}", code="unknown_url"), [])
+
+    @staticmethod
+    def _error(proto: Any, exc: Any, extra: list[tuple[str, str]]) -> None:
+        status, headers, body = error_response(exc)
+        proto.response_bytes(status, [*headers, *extra], body)
+
+
+def create_app() -> GatewayApp:
+    """granian factory: the config path comes from ``GATEWAY_CONFIG`` (set by ``gateway serve``)."""
+    return GatewayApp(config_path=os.environ["GATEWAY_CONFIG"])

@@ -1,0 +1,99 @@
+"""Everything a request needs, built once from a config and swapped whole on reload.
+
+A handler reads ``app.runtime`` once at its start and uses only that object, so a config
+reload (which builds a new :class:`Runtime` and swaps the reference) never changes the rules
+under a request that is already running.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from gateway.config import GatewayConfig, ProviderConfig
+from gateway.upstream import UpstreamClient, make_client
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger("gateway")
+
+# endpoint kind → path appended to the provider's base_url
+ENDPOINT_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+
+
+class ModelTarget:
+    """A concrete ``<provider>/<model>``: where and how to call it, precomputed."""
+
+    __slots__ = (
+        "model_id",
+        "provider",
+        "upstream_model",
+        "client",
+        "urls",
+        "headers",
+        "server_address",
+        "server_port",
+    )
+
+    def __init__(self, provider: ProviderConfig, upstream_model: str, client: UpstreamClient) -> None:
+        self.model_id = f"{provider.name}/{upstream_model}"
+        self.provider = provider
+        self.upstream_model = upstream_model
+        self.client = client
+        base = provider.base_url.rstrip("/")
+        self.urls = {kind: base + path for kind, path in ENDPOINT_PATHS.items()}
+        headers = [("content-type", "application/json"), *provider.headers.items()]
+        if provider.api_key:
+            headers.append(("authorization", f"Bearer {provider.api_key}"))
+        self.headers: list[tuple[str, str]] = headers
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(provider.base_url)
+        self.server_address = parts.hostname or ""
+        self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class _ModelEntry(msgspec.Struct):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "llm-gateway"
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_ModelEntry]
+    object: str = "list"
+
+
+class Runtime:
+    """The per-config state of one worker: model table, pooled clients, compiled policies."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.max_body_bytes = config.server.max_body_bytes
+        self.clients: dict[str, UpstreamClient] = {
+            p.name: make_client(config.server.upstream_client, p) for p in config.providers
+        }
+        self.models: dict[str, ModelTarget] = {}
+        for p in config.providers:
+            for m in p.models:
+                target = ModelTarget(p, m, self.clients[p.name])
+                self.models[target.model_id] = target
+        self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
+        self.models_body = self.render_models(list(self.models))
+
+    def render_models(self, model_ids: list[str]) -> bytes:
+        """``GET /v1/models`` body for the given ids."""
+        entries = [_ModelEntry(id=m, owned_by=self.model_owner.get(m, "llm-gateway")) for m in model_ids]
+        return msgspec.json.encode(_ModelList(data=entries))
+
+    async def aclose(self) -> None:
+        """Close the pooled clients (after in-flight requests finished)."""
+        for client in self.clients.values():
+            try:
+                await client.aclose()
+            except Exception:  # closing must not stop the rest of shutdown
+                log.exception("closing an upstream client failed")

@@ -1,0 +1,112 @@
+"""Relay an OpenAI server-sent-event stream chunk by chunk, reading usage on the way.
+
+Upstream chunks split events at arbitrary byte positions. The relay forwards every complete
+event as soon as its terminating blank line arrives and keeps only the incomplete tail, so a
+stream is never buffered. Only events that mention ``"usage"`` are decoded (one small view
+Struct), which is how the gateway learns token counts without parsing every delta.
+
+When the gateway injected ``stream_options.include_usage`` on the client's behalf, the
+usage-only event (``"choices": []``) is removed before it reaches the client.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class _UsageView(msgspec.Struct):
+    choices: list[msgspec.Raw] | None = None
+    usage: Usage | None = None
+
+
+_decode_usage_view = msgspec.json.Decoder(_UsageView).decode
+_SEP = b"\n\n"
+_DATA = b"data:"
+
+
+class StreamRelay:
+    """Stateful, sans-IO: ``feed`` upstream bytes, get the bytes to send to the client."""
+
+    __slots__ = ("_tail", "_strip_usage", "usage", "events", "keep_events", "saw_done", "first_event")
+
+    def __init__(self, strip_usage: bool, keep_events: bool = False) -> None:
+        self._tail = b""
+        self._strip_usage = strip_usage
+        self.usage: Usage | None = None
+        self.keep_events = keep_events
+        self.events: list[bytes] = []  # complete event blocks, kept for telemetry when asked
+        self.saw_done = False
+        self.first_event = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Return the complete events in ``tail + chunk`` (possibly empty), minus a stripped usage event."""
+        data = self._tail + chunk if self._tail else chunk
+        if b"\r\n" in data:
+            # Some servers end lines with CRLF; normalise so event splitting has one rule.
+            data = data.replace(b"\r\n", b"\n")
+        end = data.rfind(_SEP)
+        if end < 0:
+            self._tail = data
+            return b""
+        complete = data[: end + 2]
+        self._tail = data[end + 2 :]
+        if b'"usage"' in complete:
+            complete = self._read_usage(complete)
+        if self.keep_events:
+            self.events.append(complete)
+        if not self.saw_done and b"[DONE]" in complete:
+            self.saw_done = True
+        return complete
+
+    def flush(self) -> bytes:
+        """Whatever incomplete tail is left when the upstream closes (passed through as is)."""
+        tail, self._tail = self._tail, b""
+        return tail
+
+    def _read_usage(self, block: bytes) -> bytes:
+        kept: list[bytes] = []
+        dropped = False
+        for event in block.split(_SEP):
+            if not event:
+                continue
+            if b'"usage"' in event:
+                payload = _event_data(event)
+                if payload is not None:
+                    try:
+                        view = _decode_usage_view(payload)
+                    except msgspec.DecodeError:
+                        view = None
+                    if view is not None and view.usage is not None:
+                        self.usage = view.usage
+                        if self._strip_usage and not view.choices:
+                            dropped = True
+                            continue
+            kept.append(event)
+        if not dropped:
+            return block
+        return b"".join(e + _SEP for e in kept)
+
+
+def _event_data(event: bytes) -> bytes | None:
+    """The JSON payload of an event's ``data:`` line(s), or None."""
+    lines = [ln[5:].lstrip(b" ") for ln in event.split(b"\n") if ln.startswith(_DATA)]
+    if not lines:
+        return None
+    return lines[0] if len(lines) == 1 else b"\n".join(lines)
+
+
+def iter_event_payloads(blocks: list[bytes]) -> list[bytes]:
+    """Every ``data:`` payload (except ``[DONE]``) of the given event blocks, in order."""
+    out: list[bytes] = []
+    for block in blocks:
+        for event in block.split(_SEP):
+            payload = _event_data(event) if event else None
+            if payload is not None and payload != b"[DONE]":
+                out.append(payload)
+    return out

@@ -1,0 +1,115 @@
+"""Upstream client on ``aiohttp.ClientSession``: the measured alternative to pyreqwest."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from gateway.config import ProviderConfig
+from gateway.errors import UpstreamTimeout, UpstreamUnreachable
+from gateway.upstream import RELAYED_HEADERS
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def _translate(exc: BaseException, url: str) -> Exception:
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(f"the provider at {_origin(url)} did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnreachable(f"cannot connect to the provider at {_origin(url)}")
+    return UpstreamUnreachable(f"the provider at {_origin(url)} failed: {type(exc).__name__}")
+
+
+class _Response:
+    __slots__ = ("status", "content_type", "relayed_headers", "_resp", "_url")
+
+    def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
+        self._resp = resp
+        self._url = url
+        self.status = resp.status
+        self.content_type = resp.headers.get("content-type")
+        self.relayed_headers = [(k, resp.headers[k]) for k in RELAYED_HEADERS if k in resp.headers]
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _translate(exc, self._url) from None
+        finally:
+            self._resp.release()
+
+    async def next_chunk(self) -> bytes | None:
+        try:
+            chunk = await self._resp.content.readany()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _translate(exc, self._url) from None
+        return chunk or None
+
+    async def aclose(self) -> None:
+        # close() rather than release(): an unfinished body must not go back to the pool.
+        if not self._resp.closed:
+            if self._resp.content.at_eof():
+                self._resp.release()
+            else:
+                self._resp.close()
+
+
+class AiohttpUpstream:
+    """One pooled aiohttp session for one provider."""
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self._provider = provider
+        self._session: aiohttp.ClientSession | None = None
+
+    def _timeout(self, total_s: float | None) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=total_s, sock_connect=self._provider.connect_timeout_s, sock_read=self._provider.timeout_s
+        )
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created lazily so that it binds to the worker's running loop.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._provider.max_connections, keepalive_timeout=90)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout(None),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def send(
+        self,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        *,
+        stream: bool,
+        timeout_s: float | None = None,
+    ) -> _Response:
+        try:
+            resp = await self._get_session().post(
+                url, data=body, headers=headers, allow_redirects=False, timeout=self._timeout(timeout_s)
+            )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _translate(exc, url) from None
+        return _Response(resp, url)
+
+    async def get(
+        self, url: str, headers: list[tuple[str, str]], timeout_s: float | None = None
+    ) -> _Response:
+        try:
+            resp = await self._get_session().get(
+                url, headers=headers, allow_redirects=False, timeout=self._timeout(timeout_s)
+            )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _translate(exc, url) from None
+        return _Response(resp, url)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,139 @@
+"""Upstream client on pyreqwest's native async client (Rust reqwest/hyper under the hood).
+
+Pitfalls handled here, measured: streamed bodies are held back until 64 KiB or EOF unless the
+request sets ``streamed_read_buffer_limit(0)`` and reads with ``read_chunk()``; redirects and
+decompression are on by default (off for a pass-through); ``max_connections`` caps in-flight
+requests, not the idle pool.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pyreqwest.client import ClientBuilder
+from pyreqwest.exceptions import (
+    ConnectError,
+    ConnectTimeoutError,
+    PoolTimeoutError,
+    RequestError,
+    RequestTimeoutError,
+)
+
+from gateway.config import ProviderConfig
+from gateway.errors import UpstreamTimeout, UpstreamUnreachable
+from gateway.upstream import RELAYED_HEADERS
+
+
+def _translate(exc: RequestError, url: str) -> Exception:
+    if isinstance(exc, ConnectTimeoutError | PoolTimeoutError):
+        return UpstreamTimeout(f"timed out connecting to the provider at {_origin(url)}")
+    if isinstance(exc, RequestTimeoutError):
+        return UpstreamTimeout(f"the provider at {_origin(url)} did not answer in time")
+    if isinstance(exc, ConnectError):
+        return UpstreamUnreachable(f"cannot connect to the provider at {_origin(url)}")
+    return UpstreamUnreachable(f"the provider at {_origin(url)} failed: {type(exc).__name__}")
+
+
+def _origin(url: str) -> str:
+    # Never echo paths or query strings (they may carry keys) in client-facing errors.
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+class _Response:
+    __slots__ = ("status", "content_type", "relayed_headers", "_resp", "_reader", "_ctx", "_url")
+
+    def __init__(self, resp: Any, ctx: Any, url: str) -> None:
+        self._resp = resp
+        self._ctx = ctx  # the StreamRequest context manager, for streamed responses
+        self._reader: Any = None
+        self._url = url
+        self.status: int = resp.status
+        headers = resp.headers
+        self.content_type: str | None = headers.get("content-type")
+        self.relayed_headers = [(k, headers[k]) for k in RELAYED_HEADERS if k in headers]
+
+    async def read(self) -> bytes:
+        try:
+            if self._ctx is not None:
+                reader = self._resp.body_reader
+                parts = []
+                while (chunk := await reader.read_chunk()) is not None:
+                    parts.append(bytes(chunk))
+                return b"".join(parts)
+            return bytes(await self._resp.bytes())
+        except RequestError as exc:
+            raise _translate(exc, self._url) from None
+        finally:
+            await self.aclose()
+
+    async def next_chunk(self) -> bytes | None:
+        if self._reader is None:
+            self._reader = self._resp.body_reader
+        try:
+            chunk = await self._reader.read_chunk()
+        except RequestError as exc:
+            raise _translate(exc, self._url) from None
+        return None if chunk is None else bytes(chunk)
+
+    async def aclose(self) -> None:
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            await ctx.__aexit__(None, None, None)
+
+
+class PyreqwestUpstream:
+    """One pooled pyreqwest client for one provider."""
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self._client = (
+            ClientBuilder()
+            .follow_redirects(False)
+            .gzip(False)
+            .brotli(False)
+            .zstd(False)
+            .deflate(False)
+            .connect_timeout(timedelta(seconds=provider.connect_timeout_s))
+            .read_timeout(timedelta(seconds=provider.timeout_s))
+            .pool_idle_timeout(timedelta(seconds=90))
+            .max_connections(provider.max_connections)
+            .tcp_nodelay(True)
+            .build()
+        )
+
+    async def send(
+        self,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        *,
+        stream: bool,
+        timeout_s: float | None = None,
+    ) -> _Response:
+        builder = self._client.post(url).headers(headers).body_bytes(body)
+        if timeout_s is not None:
+            builder = builder.timeout(timedelta(seconds=timeout_s))
+        try:
+            if not stream:
+                resp = await builder.build().send()
+                return _Response(resp, None, url)
+            ctx = builder.streamed_read_buffer_limit(0).build_streamed()
+            resp = await ctx.__aenter__()
+            return _Response(resp, ctx, url)
+        except RequestError as exc:
+            raise _translate(exc, url) from None
+
+    async def get(
+        self, url: str, headers: list[tuple[str, str]], timeout_s: float | None = None
+    ) -> _Response:
+        builder = self._client.get(url).headers(headers)
+        if timeout_s is not None:
+            builder = builder.timeout(timedelta(seconds=timeout_s))
+        try:
+            return _Response(await builder.build().send(), None, url)
+        except RequestError as exc:
+            raise _translate(exc, url) from None
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,75 @@
+"""The request view and the SSE relay: pure functions, no sockets."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from gateway.body import parse_request
+from gateway.errors import InvalidRequest
+from gateway.sse import StreamRelay, iter_event_payloads
+
+
+def test_upstream_body_rewrites_model_and_keeps_the_rest_bytewise() -> None:
+    body = (
+        b'{"model":"p/gpt-4o","messages":[{"role":"user","content":"h\\u00e9 \\"q\\""}],"temperature":0.50}'
+    )
+    req = parse_request(body, "chat")
+    out = req.upstream_body("gpt-4o")
+    assert out == body.replace(b"p/gpt-4o", b"gpt-4o")  # 0.50 and the escapes survive untouched
+
+
+def test_stream_gets_include_usage_merged() -> None:
+    req = parse_request(b'{"model":"m","messages":[],"stream":true,"stream_options":{"x":1}}', "chat")
+    assert not req.client_wants_usage
+    out = msgspec.json.decode(req.upstream_body("u"))
+    assert out["stream_options"] == {"x": 1, "include_usage": True}
+    req = parse_request(
+        b'{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}', "chat"
+    )
+    assert req.client_wants_usage
+
+
+def test_overrides_applied() -> None:
+    req = parse_request(b'{"model":"m","messages":[],"temperature":1}', "chat")
+    assert msgspec.json.decode(req.upstream_body("u", {"temperature": 0.2}))["temperature"] == 0.2
+
+
+def test_embeddings_cannot_stream() -> None:
+    with pytest.raises(InvalidRequest):
+        parse_request(b'{"model":"m","input":"x","stream":true}', "embeddings")
+
+
+EVENTS = (
+    b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+    b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("strip", [True, False])
+def test_relay_at_every_split_point(strip: bool) -> None:
+    for cut in range(1, len(EVENTS)):
+        relay = StreamRelay(strip_usage=strip)
+        out = relay.feed(EVENTS[:cut]) + relay.feed(EVENTS[cut:]) + relay.flush()
+        assert relay.usage is not None and relay.usage.total_tokens == 5
+        assert relay.saw_done
+        if strip:
+            assert b'"usage"' not in out and out.endswith(b"data: [DONE]\n\n") and b'"content":"a"' in out
+        else:
+            assert out == EVENTS
+
+
+def test_relay_forwards_complete_events_only() -> None:
+    relay = StreamRelay(strip_usage=False)
+    assert relay.feed(b'data: {"choices":[]') == b""
+    assert relay.feed(b"}\n\ndata: {") == b'data: {"choices":[]}\n\n'
+
+
+def test_relay_handles_crlf_and_keeps_events() -> None:
+    relay = StreamRelay(strip_usage=True, keep_events=True)
+    relay.feed(EVENTS.replace(b"\n", b"\r\n"))
+    assert relay.usage is not None
+    payloads = iter_event_payloads(relay.events)
+    assert len(payloads) == 2 and payloads[0].startswith(b'{"choices"')
