@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from access_helpers import CONFIG
 
 from gateway.config import GatewayConfig, parse_config
+from tests.unit.access.helpers import CONFIG
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ BASE = """
 providers:
   - {name: openai-main, base_url: "http://127.0.0.1:1/v1", models: [gpt-4o, gpt-4o-mini]}
 virtual_models:
-  - {name: chat-default}
+  - {name: chat-default, load_balance_targets: [{target: openai-main/gpt-4o}]}
 """
 
 

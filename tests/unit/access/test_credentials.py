@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from access_helpers import ALICE_KEY, BOT_KEY, sha
 
 from gateway.access.config import AuthConfig
 from gateway.access.credentials import ApiKeyIndex, Authenticator, Principal, looks_like_jwt
 from gateway.config import GatewayConfig
 from gateway.errors import AuthenticationFailed
+from tests.unit.access.helpers import ALICE_KEY, BOT_KEY, sha
 
 
 @pytest.fixture

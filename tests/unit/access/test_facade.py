@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 
 import pytest
-from access_helpers import ALICE_KEY, BOB_KEY, BOT_KEY, sha
 
 from gateway.access import AccessControl, hash_key_main, startup_warnings
 from gateway.config import GatewayConfig, parse_config
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, RateLimited
+from tests.unit.access.helpers import ALICE_KEY, BOB_KEY, BOT_KEY, sha
 
 
 class Clock:

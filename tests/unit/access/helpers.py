@@ -18,7 +18,7 @@ providers:
   - {{name: openai-main, base_url: "http://127.0.0.1:1/v1", models: [gpt-4o, gpt-4o-mini]}}
   - {{name: azure-eu, base_url: "http://127.0.0.1:2/v1", models: [gpt-4o]}}
 virtual_models:
-  - {{name: chat-default}}
+  - {{name: chat-default, load_balance_targets: [{{target: openai-main/gpt-4o}}]}}
 auth:
   api_keys:
     - {{subject: "user:alice", teams: [ml], key_sha256: "{sha(ALICE_KEY)}"}}
