@@ -92,6 +92,7 @@ class AccessControl:
         self._fleet: FleetSync | None = None
         self._http: httpx.AsyncClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
 
     @classmethod
     def from_config(cls, cfg: GatewayConfig, previous: AccessControl | None = None) -> AccessControl:
@@ -145,13 +146,26 @@ class AccessControl:
     async def start(self, nats_url: str | None = None, subject_prefix: str = "llm-gateway") -> None:
         """Start JWKS refresh and (with ``nats_url``) fleet-wide rate-limit sync. Never blocks on
         the network: keys arrive shortly after; until then JWTs get 401 (API keys work at once)."""
+        self.start_soon(asyncio.get_running_loop(), nats_url, subject_prefix)
+
+    def start_soon(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        nats_url: str | None = None,
+        subject_prefix: str = "llm-gateway",
+    ) -> None:
+        """:meth:`start` from synchronous code (``__rsgi_init__``, a runtime's constructor): the
+        tasks are created on ``loop`` and run once it does."""
+        if self._started:
+            return
+        self._started = True
         if self.authenticator is not None and self.authenticator.jwts:
             self._http = httpx.AsyncClient(follow_redirects=False)
             for cache in self.authenticator.jwts.caches:
-                self._tasks.append(asyncio.create_task(cache.run(self._http), name="jwks-refresh"))
+                self._tasks.append(loop.create_task(cache.run(self._http), name="jwks-refresh"))
         if nats_url and self.limiter:
             self._fleet = FleetSync(self.limiter, nats_url, subject_prefix)
-            await self._fleet.start()
+            self._fleet.start_soon(loop)
 
     async def wait_for_keys(self, timeout_s: float = 5.0) -> bool:
         """Wait until every JWT issuer's keys were fetched once (start-up readiness); True if so."""

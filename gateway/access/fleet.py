@@ -82,9 +82,13 @@ class FleetSync:
 
     async def start(self) -> None:
         """Start syncing in the background; returns at once even when NATS is unreachable."""
+        self.start_soon(asyncio.get_running_loop())
+
+    def start_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """:meth:`start` from synchronous code: the task runs once ``loop`` does."""
         self.limiter.track_deltas = True
         self.limiter.on_hot = self._wake.set
-        self._task = asyncio.create_task(self._run(), name="ratelimit-fleet-sync")
+        self._task = loop.create_task(self._run(), name="ratelimit-fleet-sync")
 
     async def stop(self) -> None:
         """Publish what is left, then close the connection."""

@@ -166,6 +166,7 @@ class RateLimiter:
         self._spill: list[Delta] = []  # pending amounts of windows that rolled over before publishing
         self._admissions = 0
         self.track_deltas = False  # set by fleet sync; without it no delta is kept
+        self.accept_remote = True  # cleared when a reloaded limiter took over these counters
         self.on_hot: Callable[[], None] | None = None  # fleet sync's "publish now" hook
 
     def __bool__(self) -> bool:
@@ -267,6 +268,8 @@ class RateLimiter:
 
     def apply_remote(self, deltas: Iterable[Delta]) -> None:
         """Add other workers' charges; deltas of unknown rules or expired windows are ignored."""
+        if not self.accept_remote:
+            return
         for key, start, amount in deltas:
             rule = self._by_id.get(key.partition(SEP)[0])
             if rule is None:
@@ -296,7 +299,13 @@ class RateLimiter:
         return len(stale)
 
     def inherit(self, old: RateLimiter) -> None:
-        """Keep the counts of rules that survive a config reload (same id and window)."""
+        """Keep the counts of rules that survive a config reload (same id and window).
+
+        Counter objects are shared, so charges still made through ``old`` (token usage of requests
+        admitted before the reload) count here too; ``old`` stops applying remote deltas, which
+        would otherwise be added twice while both limiters' fleet syncs run.
+        """
+        old.accept_remote = False
         for key, c in old._counters.items():
             rule_id = key.partition(SEP)[0]
             new, prev = self._by_id.get(rule_id), old._by_id.get(rule_id)

@@ -152,6 +152,7 @@ def test_sweep_and_inherit() -> None:
     old.admit(BOB, "p/m", {}, T0)
     new = RateLimiter([rule(limit=2, rate_limit_applies_per=["user"])])
     new.inherit(old)
+    old.apply_remote([("r" + SEP + "user:alice", 6000, 5)])  # retired: remote deltas not added twice
     new.admit(ALICE, "p/m", {}, T0 + 1)
     with pytest.raises(RateLimited):
         new.admit(ALICE, "p/m", {}, T0 + 2)
