@@ -47,6 +47,7 @@ __all__ = [
     "Principal",
     "RateLimitRule",
     "check_access",
+    "hash_key",
     "hash_key_main",
     "startup_warnings",
 ]
