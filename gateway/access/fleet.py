@@ -8,6 +8,10 @@ the limiter asks for an immediate publish when a key's unpublished charges reach
 left of its limit (:data:`~gateway.access.ratelimit.HOT_SHARE`), rate-limited to one per
 ``min_gap_s``.
 
+A worker that joins mid-window (scale-out, rolling restart) first asks its peers for their view of
+the counters on ``<prefix>.ratelimit.snapshot`` and starts from the largest, so a new pod does not
+grant a full limit again.
+
 NATS is never in the request path: admit/charge only touch memory. NATS unreachable at start-up or
 later → the worker serves on its local counts and reconnects in the background.
 """
@@ -24,9 +28,9 @@ import msgspec
 import nats
 from nats.aio.client import Client
 
-from gateway.access.ratelimit import Delta, RateLimiter
+from gateway.access.ratelimit import Delta, RateLimiter, Snapshot
 
-__all__ = ["WORKER_ID", "FleetSync", "RateDeltas"]
+__all__ = ["WORKER_ID", "FleetSync", "RateDeltas", "RateSnapshot"]
 
 log = logging.getLogger("gateway.access.fleet")
 
@@ -43,8 +47,18 @@ class RateDeltas(msgspec.Struct, array_like=True, frozen=True):
     deltas: list[tuple[str, int, int]]
 
 
+class RateSnapshot(msgspec.Struct, array_like=True, frozen=True):
+    """One worker's view of (part of) the counters, in answer to a joining worker."""
+
+    v: int
+    worker: str
+    rows: list[tuple[str, int, int, int]]
+
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(RateDeltas).decode
+_decode_snapshot = msgspec.msgpack.Decoder(RateSnapshot).decode
+SNAPSHOT_WAIT_S = 0.25  # how long a joining worker collects its peers' snapshots
 
 
 class FleetSync:
@@ -110,8 +124,13 @@ class FleetSync:
     async def _run(self) -> None:
         self._nc = await self._connect()
         await self._nc.subscribe(self.subject, cb=self._on_message)
+        await self._nc.subscribe(self.subject + ".snapshot", cb=self._on_snapshot_request)
         with contextlib.suppress(Exception):
-            await self._nc.flush(timeout=2)  # the server has our SUB once this returns
+            await self._nc.flush(timeout=2)  # the server has our SUBs once this returns
+        try:
+            await self._join(self._nc)
+        except Exception as exc:  # no peer state: we start from zero, as without NATS
+            log.warning("rate-limit snapshot from peers failed: %s", type(exc).__name__)
         self.ready.set()
         while True:
             eager = False
@@ -163,6 +182,36 @@ class FleetSync:
             chunk: list[Delta] = deltas[i : i + MAX_DELTAS_PER_MESSAGE]
             await nc.publish(self.subject, _encode(RateDeltas(WIRE_VERSION, self.worker_id, chunk)))
             self.published += 1
+
+    async def _join(self, nc: Client) -> None:
+        """Ask peers for their counters and start from the largest view of each."""
+        rows: list[Snapshot] = []
+
+        async def collect(msg: Any) -> None:
+            try:
+                snap = _decode_snapshot(msg.data)
+            except msgspec.DecodeError:
+                self.bad_messages += 1
+                return
+            if snap.worker != self.worker_id and snap.v == WIRE_VERSION:
+                rows.extend(snap.rows)
+
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=collect)
+        try:
+            await nc.publish(self.subject + ".snapshot", self.worker_id.encode(), reply=inbox)
+            await asyncio.sleep(SNAPSHOT_WAIT_S)
+        finally:
+            await sub.unsubscribe()
+        self.limiter.merge_snapshot(rows)
+
+    async def _on_snapshot_request(self, msg: Any) -> None:
+        if not msg.reply or msg.data == self.worker_id.encode():
+            return
+        rows = self.limiter.snapshot()
+        for i in range(0, max(len(rows), 1), MAX_DELTAS_PER_MESSAGE):
+            chunk = rows[i : i + MAX_DELTAS_PER_MESSAGE]
+            await self._nc.publish(msg.reply, _encode(RateSnapshot(WIRE_VERSION, self.worker_id, chunk)))  # type: ignore[union-attr]
 
     async def _on_message(self, msg: Any) -> None:
         try:

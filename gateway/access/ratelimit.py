@@ -26,7 +26,7 @@ from gateway.access.credentials import Principal
 from gateway.access.rules import ModelPattern
 from gateway.errors import RateLimited
 
-__all__ = ["NO_LIMIT", "Admission", "Delta", "RateLimiter"]
+__all__ = ["NO_LIMIT", "Admission", "Delta", "RateLimiter", "Snapshot"]
 
 SEP = "\x1f"  # between the parts of a counter key; cannot appear in YAML ids or header values we keep
 SWEEP_EVERY = 8192  # admissions between sweeps of counters idle for two windows
@@ -40,6 +40,7 @@ HOT_SHARE = 0.1
 MEMO_SIZE = 65_536  # (caller, model) pairs whose candidate rules are remembered
 
 Delta = tuple[str, int, int]  # (key, window_start, amount)
+Snapshot = tuple[str, int, int, int]  # (key, window_start, previous, current)
 
 
 class _Counter:
@@ -284,6 +285,31 @@ class RateLimiter:
             elif start > c.start:
                 c.roll(start, rule.window)
                 c.cur += amount
+
+    def snapshot(self) -> list[Snapshot]:
+        """Every non-empty counter as ``(key, window_start, previous, current)``, for a joining
+        worker (see :meth:`merge_snapshot`)."""
+        return [(k, c.start, c.prev, c.cur) for k, c in self._counters.items() if c.prev or c.cur]
+
+    def merge_snapshot(self, rows: Iterable[Snapshot]) -> None:
+        """Start from peers' views of the counters (a new worker mid-window).
+
+        Every peer's view already approximates the fleet-wide count, so views are combined with
+        ``max``, never added."""
+        for key, start, prev, cur in rows:
+            rule = self._by_id.get(key.partition(SEP)[0])
+            if rule is None:
+                continue
+            c = self._counters.get(key)
+            if c is None:
+                c = self._counters[key] = _Counter(start)
+            elif start > c.start:
+                c.roll(start, rule.window)
+            if start == c.start:
+                c.prev = max(c.prev, prev)
+                c.cur = max(c.cur, cur)
+            elif start == c.start - rule.window:
+                c.prev = max(c.prev, cur)
 
     # --- housekeeping ----------------------------------------------------------------------------
 

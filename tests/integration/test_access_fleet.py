@@ -95,6 +95,26 @@ async def test_two_workers_share_one_limit(nats_url: str) -> None:
 
 
 @pytest.mark.nats
+async def test_joining_worker_starts_from_peers_counts(nats_url: str) -> None:
+    a = limiter()
+    sa = FleetSync(a, nats_url, "test", worker_id="a")
+    await sa.start()
+    await asyncio.wait_for(sa.ready.wait(), timeout=10)
+    now = 6030.0
+    assert await drive(a, lambda: now, 150, 0) == 100
+    c = limiter()
+    sc = FleetSync(c, nats_url, "test", worker_id="c")
+    await sc.start()
+    try:
+        await asyncio.wait_for(sc.ready.wait(), timeout=10)
+        with pytest.raises(RateLimited):  # the new worker does not grant a fresh 100
+            c.admit(ALICE, "p/m", {}, now)
+    finally:
+        await sc.stop()
+        await sa.stop()
+
+
+@pytest.mark.nats
 async def test_two_processes_share_one_limit(nats_url: str) -> None:
     """Two real OS processes (each its own limiter and NATS connection) driven at once."""
     script = str(Path(__file__).with_name("access_fleet_worker.py"))

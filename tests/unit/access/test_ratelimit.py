@@ -161,3 +161,15 @@ def test_sweep_and_inherit() -> None:
     other = RateLimiter([rule(limit=2, unit="requests_per_hour", rate_limit_applies_per=["user"])])
     other.inherit(old)  # same id, different window: counts not carried over
     assert other.usage("r" + SEP + "user:alice", T0) == 0
+
+
+def test_snapshot_merge_takes_the_largest_view() -> None:
+    a = RateLimiter([rule(limit=10)])
+    for _ in range(4):
+        a.admit(ALICE, "p/m", {}, T0 + 61)
+    rows = a.snapshot()
+    assert rows == [("r", 6060, 0, 4)]
+    b = RateLimiter([rule(limit=10)])
+    b.admit(ALICE, "p/m", {}, T0 + 61)
+    b.merge_snapshot([*rows, ("r", 6060, 0, 3), ("r", 6000, 0, 9), ("gone", 6060, 0, 9)])
+    assert b.usage("r", T0 + 61) == pytest.approx(9 * (1 - 1 / 60) + 4)
