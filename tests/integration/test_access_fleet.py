@@ -29,30 +29,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def nats_url() -> Iterator[str]:
+def start_nats(port: int) -> subprocess.Popen[bytes]:
     if not shutil.which(NATS_SERVER):
         pytest.skip("nats-server not installed (make nats-server)")
-    port = free_port()
     proc = subprocess.Popen(  # noqa: S603 - fixed binary, test-only
         [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    pytest.fail("nats-server did not start")
+
+
+def stop_nats(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def nats_url() -> Iterator[str]:
+    port = free_port()
+    proc = start_nats(port)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("nats-server did not start")
         yield f"nats://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_nats(proc)
 
 
 def limiter(limit: int = 100) -> RateLimiter:
@@ -155,3 +163,36 @@ async def test_nats_unreachable_keeps_serving_locally() -> None:
     assert not sync.connected
     await sync.stop()
     assert admitted == 5
+
+
+@pytest.mark.nats
+async def test_nats_outage_mid_run_then_reconnect() -> None:
+    port = free_port()
+    proc = start_nats(port)
+    a, b = limiter(1000), limiter(1000)
+    sa = FleetSync(a, f"nats://127.0.0.1:{port}", "test", worker_id="a")
+    sb = FleetSync(b, f"nats://127.0.0.1:{port}", "test", worker_id="b")
+    await sa.start()
+    await sb.start()
+    now = 6030.0
+    try:
+        await asyncio.wait_for(asyncio.gather(sa.ready.wait(), sb.ready.wait()), timeout=10)
+        stop_nats(proc)
+        assert await drive(a, lambda: now, 20, 0.005) == 20  # served on local counts
+        proc = start_nats(port)
+        for _ in range(300):  # bounded wait for the background reconnect
+            if sa.connected and sb.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert sa.connected and sb.connected
+        await asyncio.sleep(0.3)  # resubscribed after reconnect
+        assert await drive(a, lambda: now, 10, 0.005) == 10
+        for _ in range(100):
+            if b.usage("fleet-rpm", now) >= 10:
+                break
+            await asyncio.sleep(0.02)
+        assert b.usage("fleet-rpm", now) >= 10  # deltas flow again
+    finally:
+        await sa.stop()
+        await sb.stop()
+        stop_nats(proc)
