@@ -12,8 +12,10 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 from granian.rsgi import ProtocolClosed, ProtocolError
 
+from gateway.access import Decision
 from gateway.attempt import Attempt, TTFTTimeout, run_attempt
 from gateway.body import ParsedRequest, parse_request
 from gateway.errors import (
@@ -46,12 +48,16 @@ from gateway.telemetry.spans import (
     TFY_INPUT,
     TFY_LATENCY_MS,
     TFY_LB_RULE_IDS,
+    TFY_METADATA,
     TFY_OUTPUT,
+    TFY_RL_RULE_IDS,
     TFY_SPAN_TYPE,
+    TFY_SUBJECT,
     TFY_TTFT_MS,
     RequestTrace,
 )
 
+_encode_json = msgspec.json.Encoder().encode
 TFY_OUTPUT_SSE = "tfy.output.sse"  # raw SSE events; the exporter assembles them into tfy.output
 
 log = logging.getLogger("gateway.proxy")
@@ -84,6 +90,7 @@ class Outcome:
     """What the request path learned, for the trace (and metrics) recorded once at the end."""
 
     __slots__ = (
+        "decision",
         "status",
         "error",
         "target",
@@ -99,12 +106,12 @@ class Outcome:
         self.status = 200
         self.error: GatewayError | None = None
         self.target: ModelTarget | None = None
-        self.provider_type = ""
         self.usage: Usage | None = None
         self.first_pc = 0
         self.events: list[bytes] | None = None  # a stream's SSE events, as sent
         self.body_out = b""
         self.plan: RoutePlan | None = None
+        self.decision: Decision | None = None
 
 
 async def handle_llm(rt: Runtime, tel: Telemetry, scope: Any, proto: Any, endpoint: str) -> None:
@@ -116,6 +123,16 @@ async def handle_llm(rt: Runtime, tel: Telemetry, scope: Any, proto: Any, endpoi
     try:
         body = await read_body(scope, proto, rt.max_body_bytes)
         req = parse_request(body, endpoint)
+
+        auth = trace.child("auth")
+        try:
+            decision = out.decision = rt.access.check(scope.headers.get, req.model)
+        except GatewayError as exc:
+            auth.fail(exc.code or type(exc).__name__, exc.message)
+            raise
+        finally:
+            auth.end()
+        auth.set(TFY_SUBJECT, decision.principal.subject)
 
         resolution = trace.child("model resolution")
         plan = out.plan = rt.router.plan(req.model)
@@ -129,7 +146,11 @@ async def handle_llm(rt: Runtime, tel: Telemetry, scope: Any, proto: Any, endpoi
         resolution.end()
 
         attempt, entry = await _call_with_fallbacks(rt, trace, plan, req, endpoint, out)
-        headers = [("x-request-id", request_id), ("x-tfy-resolved-model", entry.target)]
+        headers = [
+            ("x-request-id", request_id),
+            ("x-tfy-resolved-model", entry.target),
+            *decision.response_headers,
+        ]
         out.first_pc = attempt.first_pc
         if attempt.resp is None:
             out.body_out = attempt.body
@@ -156,6 +177,9 @@ async def handle_llm(rt: Runtime, tel: Telemetry, scope: Any, proto: Any, endpoi
         status, headers, err_body = error_response(internal)
         proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
     finally:
+        if out.decision is not None and out.usage is not None:
+            # Token limits are charged with the real usage once the response (or stream) is done.
+            out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
         if tel.enabled:
             _record_trace(tel, trace, endpoint, req, out)
 
@@ -233,6 +257,13 @@ def _record_trace(
                 attrs[TFY_DESTINATION] = out.target.model_id
         if out.plan is not None and out.plan.rule_ids:
             attrs[TFY_LB_RULE_IDS] = list(out.plan.rule_ids)
+        decision = out.decision
+        if decision is not None:
+            attrs[TFY_SUBJECT] = decision.principal.subject
+            if decision.metadata:
+                attrs[TFY_METADATA] = _encode_json(decision.metadata)
+            if decision.rule_ids:
+                attrs[TFY_RL_RULE_IDS] = list(decision.rule_ids)
         if out.usage is not None:
             attrs[GEN_AI_INPUT_TOKENS] = out.usage.prompt_tokens
             attrs[GEN_AI_OUTPUT_TOKENS] = out.usage.completion_tokens
