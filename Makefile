@@ -35,6 +35,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check gateway exporter
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 # Overhead run (~5 min; BENCH_ARGS="--quick" for ~1.5 min); results under bench/results/.
 bench: setup

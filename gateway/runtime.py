@@ -7,16 +7,17 @@ under a request that is already running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.access import AccessControl, Principal
 from gateway.config import GatewayConfig, ProviderConfig
+from gateway.providers import anthropic
+from gateway.routing import Router
 from gateway.upstream import UpstreamClient, make_client
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("gateway")
 
@@ -33,6 +34,7 @@ class ModelTarget:
         "upstream_model",
         "client",
         "urls",
+        "messages_url",
         "headers",
         "server_address",
         "server_port",
@@ -45,12 +47,14 @@ class ModelTarget:
         self.client = client
         base = provider.base_url.rstrip("/")
         self.urls = {kind: base + path for kind, path in ENDPOINT_PATHS.items()}
-        headers = [("content-type", "application/json"), *provider.headers.items()]
-        if provider.api_key:
-            headers.append(("authorization", f"Bearer {provider.api_key}"))
+        self.messages_url = anthropic.messages_url(provider.base_url)
+        if provider.type == "anthropic":
+            headers = [*anthropic.request_headers(provider.api_key), *provider.headers.items()]
+        else:
+            headers = [("content-type", "application/json"), *provider.headers.items()]
+            if provider.api_key:
+                headers.append(("authorization", f"Bearer {provider.api_key}"))
         self.headers: list[tuple[str, str]] = headers
-        from urllib.parse import urlsplit
-
         parts = urlsplit(provider.base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -71,7 +75,7 @@ class _ModelList(msgspec.Struct):
 class Runtime:
     """The per-config state of one worker: model table, pooled clients, compiled policies."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, previous: Runtime | None = None) -> None:
         self.config = config
         self.max_body_bytes = config.server.max_body_bytes
         self.clients: dict[str, UpstreamClient] = {
@@ -82,16 +86,42 @@ class Runtime:
             for m in p.models:
                 target = ModelTarget(p, m, self.clients[p.name])
                 self.models[target.model_id] = target
+        # Routing health (latency data, open breakers), rate-limit counts and JWKS keys
+        # survive a config reload.
+        self.router: Router = Router(config, previous=previous.router if previous is not None else None)
+        self.access: AccessControl = AccessControl.from_config(
+            config, previous=previous.access if previous is not None else None
+        )
+        self.open_access = self.access.authenticator is None
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
-        self.models_body = self.render_models(list(self.models))
+        self.all_model_ids = [*self.models, *self.router.virtual_models()]
+        self.models_body = self.render_models(self.all_model_ids)
 
     def render_models(self, model_ids: list[str]) -> bytes:
         """``GET /v1/models`` body for the given ids."""
         entries = [_ModelEntry(id=m, owned_by=self.model_owner.get(m, "llm-gateway")) for m in model_ids]
         return msgspec.json.encode(_ModelList(data=entries))
 
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start background work (JWKS refresh, fleet rate-limit sync) on ``loop``."""
+        cluster = self.config.cluster
+        if cluster is not None:
+            self.access.start_soon(loop, cluster.nats_url, cluster.subject_prefix)
+        else:
+            self.access.start_soon(loop)
+
+    def visible_models_body(self, principal: Principal) -> bytes:
+        """``GET /v1/models`` for one caller: only what the access rules let it use."""
+        if self.open_access:
+            return self.models_body
+        return self.render_models(self.access.visible_models(principal, self.all_model_ids))
+
     async def aclose(self) -> None:
-        """Close the pooled clients (after in-flight requests finished)."""
+        """Stop background work and close the pooled clients (after in-flight requests finished)."""
+        try:
+            await self.access.stop()
+        except Exception:
+            log.exception("stopping access control failed")
         for client in self.clients.values():
             try:
                 await client.aclose()
