@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,6 +237,14 @@ def _profile(running: Running, opts: Options, pinning: Pinning, out: Path) -> st
         lua.unlink(missing_ok=True)
 
 
+def _get_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - 127.0.0.1 only
+            return json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        return {"error": str(exc)}
+
+
 def _run_target(
     name: str, factory: Any, ctx: RunContext, opts: Options, mock_pid: int, out_prefix: Path
 ) -> dict[str, Any]:
@@ -263,6 +273,10 @@ def _run_target(
                 ]
             }
         print(f"[{name}] done in {time.monotonic() - t0:.0f}s: {report.one_line(result)}", flush=True)
+        if running.probes:
+            time.sleep(1.5)  # let the ring drain and the exporter flush its last batches
+            result["probes"] = {key: _get_json(url) for key, url in running.probes.items()}
+            print(f"[{name}] probes: {result['probes']}", flush=True)
         if name in opts.profile:
             opts.out_dir.mkdir(parents=True, exist_ok=True)
             result["profile"] = _profile(running, opts, ctx.pinning, Path(f"{out_prefix}-{name}.collapsed"))

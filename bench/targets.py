@@ -61,6 +61,7 @@ class Running:
     headers: dict[str, str] = field(default_factory=dict)
     helpers: list[Proc] = field(default_factory=list)
     features: dict[str, bool] = field(default_factory=dict)
+    probes: dict[str, str] = field(default_factory=dict)  # name → URL whose JSON is kept after the run
 
     @property
     def chat_url(self) -> str:
@@ -245,6 +246,15 @@ def start_nats(ctx: RunContext) -> Proc:
     return proc
 
 
+def start_sink(ctx: RunContext) -> Proc:
+    """The do-nothing OTLP/HTTP receiver (``bench.otlp_sink``) on the load CPU."""
+    port = free_port()
+    cmd = [*ctx.pinning.prefix("load"), _python(), "-m", "bench.otlp_sink", "--port", str(port)]
+    proc = start("otlp-sink", cmd, ctx.work_dir, port=port)
+    wait_http(proc, f"http://127.0.0.1:{port}/stats", require_ok=True)
+    return proc
+
+
 def start_exporter(ctx: RunContext, config_path: Path, notes: list[str]) -> Proc | None:
     """The exporter process on the load CPU, reading the gateway's config (None if it will not run)."""
     script = Path(sys.executable).with_name("gateway-exporter")
@@ -269,8 +279,8 @@ def _gateway_factory(name: str, *, tracing: bool, full: bool, client: str = "pyr
         helpers: list[Proc] = []
         key = "sk-bench-" + secrets.token_hex(16)
         nats = start_nats(ctx) if tracing else None
-        if nats:
-            helpers.append(nats)
+        sink = start_sink(ctx) if tracing else None
+        helpers += [p for p in (nats, sink) if p is not None]
         sections = feature_sections(
             f"nats://127.0.0.1:{nats.port}" if nats else None, hashlib.sha256(key.encode()).hexdigest()
         )
@@ -287,6 +297,13 @@ def _gateway_factory(name: str, *, tracing: bool, full: bool, client: str = "pyr
         else:
             config["tracing"] = {"enabled": False}
             optional = ["tracing"]
+        if sink is not None:
+            # The exporter reads the same file: give it a real OTLP/HTTP destination to send to.
+            endpoint = f"http://127.0.0.1:{sink.port}/v1/traces"
+            config["exporter"] = {
+                "traces": [{"name": "bench-sink", "protocol": "http", "endpoint": endpoint}]
+            }
+            optional.append("exporter")
         optional.append("server.upstream_client")
         path = ctx.work_dir / f"{name}.yaml"
         config, dropped, error = degrade(config, optional, path)
@@ -335,7 +352,8 @@ def _gateway_factory(name: str, *, tracing: bool, full: bool, client: str = "pyr
             raise
         model = "chat-default" if full and features.get("virtual_models") else "mock/gpt-4o"
         headers = {"authorization": f"Bearer {key}"} if full and features.get("auth") else {}
-        return Running(name, f"http://127.0.0.1:{port}", model, proc, headers, helpers, features)
+        probes = {"otlp_sink": f"http://127.0.0.1:{sink.port}/stats"} if sink else {}
+        return Running(name, f"http://127.0.0.1:{port}", model, proc, headers, helpers, features, probes)
 
     return factory
 
