@@ -13,6 +13,10 @@ Run it headless against a gateway serving the generated config (all on 127.0.0.1
     BENCH_KEYS=bench/results/scenario/keys.json \\
         locust -f bench/locustfile.py --headless -u 50 -r 10 -t 30s --host http://127.0.0.1:8000
 
+Or all of it in one command (free ports, pinned, bounded, CSV in ``bench/results/scenario``):
+
+    python -m bench.scenario_config --run --users 50 --limited 5 --duration 30s
+
 ``-u`` users at ``BENCH_USER_RPS`` requests/s each (default 1) is the offered rate; ``-t`` the
 duration; add ``--csv bench/results/scenario/locust`` for CSV output. Env: ``BENCH_KEYS`` (keys.json,
 default ``bench/results/scenario/keys.json``), ``BENCH_MODEL`` (default ``mock/gpt-4o``),

@@ -7,6 +7,12 @@ writes ``gateway.yaml`` (one API key per user, stored as sha256; access for ever
 per-user rate limit for the ``limited`` users, checked first; a limit that never trips for the
 rest) and ``keys.json`` (the plaintext keys and which users are limited) for the locustfile. Both
 go under ``bench/results/`` (git-ignored): the keys are random and throwaway.
+
+With ``--run`` it also does the rest, all on 127.0.0.1 and bounded by ``--duration``: starts the
+mock and the gateway on free ports (pinned like the overhead run), runs locust headless
+(``-u users -r spawn-rate -t duration``, CSV under the output directory), and stops everything:
+
+    python -m bench.scenario_config --run --users 50 --limited 5 --duration 30s
 """
 
 from __future__ import annotations
@@ -88,6 +94,85 @@ def write(out_dir: Path, users: int, limited: int, mock_url: str, limited_rpm: i
     return config_path, keys_path
 
 
+def run_scenario(args: argparse.Namespace) -> int:
+    """Mock + gateway + locust headless; returns locust's exit code (non-zero on failures)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from bench.procs import decide_pinning, free_port, start, stop, wait_http
+    from bench.targets import gateway_command, start_mock
+
+    pinning = decide_pinning()
+    print(f"pinning: {pinning.note}")
+    cmd = gateway_command()
+    if cmd is None:
+        raise SystemExit("the gateway console script is not installed")
+    with tempfile.TemporaryDirectory(prefix="bench-scenario-") as tmp:
+        work = Path(tmp)
+        mock = start_mock(work, pinning)
+        gateway = None
+        try:
+            config_path, keys_path = write(
+                args.out, args.users, args.limited, f"http://127.0.0.1:{mock.port}", args.limited_rpm
+            )
+            port = free_port()
+            serve = [
+                *cmd,
+                "serve",
+                "--config",
+                str(config_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ]
+            gateway = start(
+                "gateway", [*pinning.prefix("target"), *serve, "--log-level", "warning"], work, port=port
+            )
+            wait_http(gateway, f"http://127.0.0.1:{port}/readyz", require_ok=True)
+            locust = Path(sys.executable).with_name("locust")
+            run = [
+                *pinning.prefix("load"),
+                str(locust),
+                "-f",
+                str(Path(__file__).with_name("locustfile.py")),
+                "--headless",
+                "-u",
+                str(args.users),
+                "-r",
+                str(args.spawn_rate),
+                "-t",
+                args.duration,
+                "--host",
+                f"http://127.0.0.1:{port}",
+                "--csv",
+                str(args.out / "locust"),
+                "--only-summary",
+            ]
+            env = {**os.environ, "BENCH_KEYS": str(keys_path), "BENCH_USER_RPS": str(args.user_rps)}
+            return subprocess.run(run, env=env, check=False, timeout=_seconds(args.duration) + 120).returncode
+        finally:
+            if gateway is not None:
+                stop(gateway)
+            stop(mock)
+
+
+def _seconds(text: str) -> int:
+    """locust-style duration (``30s``, ``2m``, ``1h30m``) in seconds."""
+    total, number = 0, ""
+    for ch in text:
+        if ch.isdigit():
+            number += ch
+        else:
+            total += int(number or 0) * {"s": 1, "m": 60, "h": 3600}[ch]
+            number = ""
+    return total + int(number or 0)
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI; prints the paths and the commands to run next."""
     parser = argparse.ArgumentParser(
@@ -102,9 +187,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--mock-url", default="http://127.0.0.1:8099")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--run", action="store_true", help="also start mock + gateway and run locust headless"
+    )
+    parser.add_argument("--duration", default="30s", help="locust -t (with --run)")
+    parser.add_argument("--spawn-rate", type=float, default=10, help="locust -r (with --run)")
+    parser.add_argument("--user-rps", type=float, default=1, help="requests/s per user (with --run)")
     args = parser.parse_args(argv)
     if not 0 <= args.limited <= args.users:
         parser.error("--limited must be between 0 and --users")
+    if args.run:
+        raise SystemExit(run_scenario(args))
     config_path, keys_path = write(args.out, args.users, args.limited, args.mock_url, args.limited_rpm)
     print(f"config: {config_path}\nkeys:   {keys_path}")
     print(f"next:   gateway serve --config {config_path} --host 127.0.0.1 --port 8000 --workers 1")
