@@ -1,0 +1,198 @@
+"""``gateway-exporter --config FILE``: NATS span batches in, OTLP out.
+
+Reads the gateway's YAML file but only its ``tracing:`` and ``exporter:`` sections (the
+exporter imports nothing from the gateway but the wire module), substitutes ``${ENV}`` /
+``${ENV:-default}`` in string values, and requires ``tracing.nats``. Shutdown on SIGTERM or
+SIGINT, in order: drain the subscription (buffered messages reach the pipeline), then let the
+pipeline flush its destination queues, all within ``--shutdown-timeout`` seconds.
+
+Exit codes: 0 after a clean shutdown, 2 for a configuration problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import yaml
+
+from exporter.config import ExporterConfig
+from exporter.subscriber import SpanSubscriber
+from gateway.telemetry.wire import TracingConfig
+
+__all__ = ["ExporterSettings", "load_settings", "main"]
+
+log = logging.getLogger("exporter")
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigProblem(Exception):
+    """The configuration file cannot be used; the message says why and where."""
+
+
+class ExporterSettings(msgspec.Struct, frozen=True):
+    """The two sections the exporter reads."""
+
+    tracing: TracingConfig
+    exporter: ExporterConfig
+
+
+def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    # Substitution on parsed scalars, never on YAML text, so a secret cannot alter structure.
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{path or '<root>'}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
+    return value
+
+
+def parse_settings(text: str, env: Mapping[str, str] | None = None) -> ExporterSettings:
+    """Decode the ``tracing:`` and ``exporter:`` sections of a gateway YAML document.
+
+    Raises:
+        ConfigProblem: invalid YAML, an unknown key or bad value (with its path), a missing
+            environment variable, or no ``tracing.nats`` section.
+    """
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigProblem(f"invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigProblem("<root>: expected a mapping")
+    problems: list[str] = []
+    sections = {
+        key: _substitute(raw.get(key) or {}, key, os.environ if env is None else env, problems)
+        for key in ("tracing", "exporter")
+    }
+    if problems:
+        raise ConfigProblem("; ".join(problems))
+    try:
+        tracing = msgspec.convert(sections["tracing"], TracingConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigProblem(f"tracing: {exc}") from None
+    try:
+        exporter = msgspec.convert(sections["exporter"], ExporterConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigProblem(f"exporter: {exc}") from None
+    if tracing.nats is None:
+        raise ConfigProblem(
+            "tracing.nats: required by gateway-exporter (without it the gateway exports in-process)"
+        )
+    return ExporterSettings(tracing, exporter)
+
+
+def load_settings(path: str, env: Mapping[str, str] | None = None) -> ExporterSettings:
+    """:func:`parse_settings` on a file; ``ConfigProblem`` if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigProblem(f"cannot read {path}: {exc.strerror}") from None
+    return parse_settings(text, env)
+
+
+def _destination_names(exporter_cfg: ExporterConfig, pipeline: Any) -> list[str]:
+    # Prefer what the pipeline actually built (it adds OTEL_EXPORTER_OTLP_* destinations).
+    for source in (getattr(pipeline, "destinations", None), getattr(exporter_cfg, "traces", None)):
+        if source:
+            return [str(getattr(d, "name", d)) for d in source]
+    return []
+
+
+async def run(
+    settings: ExporterSettings, shutdown_timeout_s: float, stop: asyncio.Event | None = None
+) -> None:
+    """Run pipeline and subscriber until ``stop`` is set (by SIGTERM/SIGINT when ``None``)."""
+    from exporter.pipeline import ExportPipeline  # the OTLP side, imported only when running
+
+    assert settings.tracing.nats is not None
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+    pipeline = ExportPipeline(settings.exporter, settings.tracing)
+    await pipeline.start()
+    subscriber = SpanSubscriber(settings.tracing.nats, pipeline, name=f"gateway-exporter {os.getpid()}")
+    await subscriber.start()
+    names = _destination_names(settings.exporter, pipeline)
+    log.info(
+        "gateway-exporter: consuming %s from %s; destinations: %s",
+        subscriber.subject,
+        settings.tracing.nats.url,
+        ", ".join(names) or "(none)",
+    )
+    await stop.wait()
+    deadline = time.monotonic() + shutdown_timeout_s
+    log.info("gateway-exporter: shutting down (%.1fs deadline)", shutdown_timeout_s)
+    await subscriber.stop(max(deadline - time.monotonic(), 0.1) / 2)
+    await pipeline.stop(max(deadline - time.monotonic(), 0.1))
+    log.info(
+        "gateway-exporter: stopped; received %d batches (%d spans), %d undecodable",
+        subscriber.batches,
+        subscriber.spans,
+        subscriber.bad_messages,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script entry point."""
+    parser = argparse.ArgumentParser(prog="gateway-exporter", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("GATEWAY_CONFIG"),
+        help="gateway YAML file (env GATEWAY_CONFIG)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=float(os.environ.get("EXPORTER_SHUTDOWN_TIMEOUT", "10")),
+        help="seconds to drain and flush on SIGTERM (env EXPORTER_SHUTDOWN_TIMEOUT)",
+    )
+    parser.add_argument(
+        "--log-level", default=os.environ.get("EXPORTER_LOG_LEVEL", "INFO"), help="env EXPORTER_LOG_LEVEL"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not args.config:
+        print("gateway-exporter: --config FILE (or GATEWAY_CONFIG) is required", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args.config)
+    except ConfigProblem as exc:
+        print(f"gateway-exporter: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    import uvloop
+
+    uvloop.run(run(settings, args.shutdown_timeout))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

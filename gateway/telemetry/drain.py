@@ -1,0 +1,191 @@
+"""The drain task: moves span batches from the ring to a sink, off the request path.
+
+It wakes when the ring crosses its batch threshold or every ``flush_interval_ms``, takes up to
+``batch_max_spans`` spans, wraps them in a :class:`wire.SpanBatch` with this worker's
+:class:`wire.Resource`, and hands the batch to the sink (NATS, or the embedded exporter).
+Shutdown order (:meth:`Drainer.stop`): stop waiting, ship everything left in the ring within
+the deadline, then let the sink drain (NATS ``drain`` flushes the socket).
+
+:class:`Telemetry` is the one object the app builds from config and carries around.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import gateway
+from gateway.telemetry.ring import TelemetryCounters, TraceRing
+from gateway.telemetry.sinks import EmbeddedSink, NatsSink, RateLimitedLog, Sink, SupportsSubmit
+from gateway.telemetry.wire import SCHEMA_VERSION, Resource, Span, SpanBatch, TracingConfig
+
+__all__ = ["Drainer", "Telemetry", "make_resource"]
+
+log = logging.getLogger("gateway.telemetry")
+
+
+def make_resource(service_name: str, attributes: dict[str, Any] | None = None) -> Resource:
+    """This worker's resource: ``service.instance.id`` is ``<hostname>-<pid>``, unique per worker."""
+    return Resource(
+        service_name=service_name,
+        service_version=gateway.__version__,
+        instance_id=f"{socket.gethostname()}-{os.getpid()}",
+        attributes=attributes or {},
+    )
+
+
+class Drainer:
+    """Background task moving batches from a :class:`TraceRing` to a :class:`Sink`."""
+
+    def __init__(
+        self,
+        ring: TraceRing,
+        sink: Sink,
+        resource: Resource,
+        *,
+        batch_max_spans: int = 512,
+        flush_interval_ms: int = 200,
+    ) -> None:
+        self.ring = ring
+        self.sink = sink
+        self.resource = resource
+        self._batch_max = batch_max_spans
+        self._interval = flush_interval_ms / 1000.0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.batches_sent = 0
+        self.errors = 0
+        self._error_log = RateLimitedLog(log)
+
+    async def start(self) -> None:
+        """Start the sink (non-blocking for NATS) and the drain loop."""
+        if self._task is not None:
+            return
+        await self.sink.start()
+        self._task = asyncio.create_task(self._run(), name="telemetry-drain")
+
+    async def _run(self) -> None:
+        ring = self.ring
+        while not self._stopping:
+            if not ring.batch_ready:
+                # Timeout is the normal wake-up on a quiet gateway: ship what is there.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ring.wakeup.wait(), self._interval)
+            ring.wakeup.clear()
+            if self._stopping:
+                break
+            try:
+                await self.flush_once()
+            except Exception as exc:  # never let one bad batch end telemetry for the process
+                self.errors += 1
+                self._error_log.warning("telemetry: drain iteration failed: %r", exc)
+
+    async def flush_once(self) -> int:
+        """Ship one batch (if any spans are buffered); returns the number of spans taken."""
+        spans: list[Span] = self.ring.pop_batch(self._batch_max)
+        if not spans:
+            return 0
+        await self.sink.send(SpanBatch(SCHEMA_VERSION, self.resource, spans))
+        self.batches_sent += 1
+        return len(spans)
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Final flush of the ring, then drain the sink; bounded by ``timeout_s`` overall."""
+        deadline = time.monotonic() + timeout_s
+        self._stopping = True
+        self.ring.wakeup.set()
+        if self._task is not None:
+            # The loop notices _stopping at its next wake-up; waiting is bounded by one send.
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, max(deadline - time.monotonic(), 0.01))
+            self._task = None
+        try:
+            while self.ring.pending_spans and time.monotonic() < deadline:
+                remaining = deadline - time.monotonic()
+                await asyncio.wait_for(self.flush_once(), max(remaining, 0.01))
+        except TimeoutError:
+            pass
+        left = self.ring.pending_spans
+        if left:
+            self.ring.counters.drop("shutdown", left)
+            self.ring.pop_batch(left)
+            log.warning("telemetry: shutdown deadline reached; %d spans dropped", left)
+        await self.sink.stop(max(deadline - time.monotonic(), 0.05))
+
+
+class Telemetry:
+    """The tracing pipeline of one gateway worker: ring, drain task and sink.
+
+    Build once at start-up with :meth:`from_config`; the request path calls :meth:`record`
+    (or ``ring.push``); start-up awaits :meth:`start`, shutdown awaits :meth:`stop`.
+    """
+
+    def __init__(self, ring: TraceRing, drainer: Drainer | None, enabled: bool = True) -> None:
+        self.ring = ring
+        self.counters: TelemetryCounters = ring.counters
+        self.drainer = drainer
+        self.enabled = enabled
+
+    @classmethod
+    def from_config(
+        cls,
+        tracing: TracingConfig,
+        exporter_cfg: Any = None,
+        *,
+        pipeline: SupportsSubmit | None = None,
+        resource_attributes: dict[str, Any] | None = None,
+    ) -> Telemetry:
+        """Wire ring, drain task and sink from the ``tracing:`` (and ``exporter:``) sections.
+
+        ``tracing.nats`` set: publish to NATS. Otherwise the embedded exporter: ``pipeline`` if
+        given (tests), else ``exporter.pipeline.ExportPipeline(exporter_cfg, tracing)``.
+        """
+        ring = TraceRing(tracing.ring_size, tracing.batch_max_spans)
+        if not tracing.enabled:
+            return cls(ring, None, enabled=False)
+        resource = make_resource(tracing.service_name, resource_attributes)
+        sink: Sink
+        if tracing.nats is not None:
+            sink = NatsSink(
+                tracing.nats, ring.counters, name=f"{tracing.service_name} {resource.instance_id}"
+            )
+        else:
+            if pipeline is None:
+                # Imported here: the NATS deployment never loads the exporter's dependencies.
+                from exporter.pipeline import ExportPipeline
+
+                pipeline = ExportPipeline(exporter_cfg, tracing)
+            sink = EmbeddedSink(pipeline, ring.counters)
+        drainer = Drainer(
+            ring,
+            sink,
+            resource,
+            batch_max_spans=tracing.batch_max_spans,
+            flush_interval_ms=tracing.flush_interval_ms,
+        )
+        return cls(ring, drainer)
+
+    def record(self, spans: list[Span]) -> None:
+        """Hand one finished trace to the ring (O(1), never awaits; no-op when disabled)."""
+        if self.enabled:
+            self.ring.push(spans)
+
+    @property
+    def connected(self) -> bool:
+        """The sink can deliver right now (NATS connected, or embedded)."""
+        return self.drainer is not None and self.drainer.sink.connected
+
+    async def start(self) -> None:
+        """Start the sink and the drain task; never blocks on NATS."""
+        if self.drainer is not None:
+            await self.drainer.start()
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Flush the ring and drain the sink within ``timeout_s``."""
+        if self.drainer is not None:
+            await self.drainer.stop(timeout_s)

@@ -1,0 +1,449 @@
+"""Span attributes derived from request and response bodies: pure functions, no I/O.
+
+Each function decodes a small msgspec *view* of an OpenAI-shaped body (only the fields it
+needs) and never raises on malformed input: telemetry must not fail a request. The costly
+ones (:func:`input_short_hand`, :func:`assemble_stream`) are meant to run once per request,
+the stream one after the last chunk has been forwarded to the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from time import perf_counter_ns
+from typing import Any
+
+import msgspec
+
+from gateway.telemetry.spans import (
+    GEN_AI_FINISH_REASONS,
+    GEN_AI_INPUT_TOKENS,
+    GEN_AI_OPERATION,
+    GEN_AI_OUTPUT_TOKENS,
+    GEN_AI_PROVIDER,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_REQUEST_STREAM,
+    GEN_AI_RESPONSE_ID,
+    GEN_AI_RESPONSE_MODEL,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    SPAN_TYPES,
+    TFY_SPAN_TYPE,
+)
+
+SHORT_HAND_MAX_CHARS = 200
+
+# --- request ------------------------------------------------------------------------------------
+
+
+class RequestParams(msgspec.Struct, gc=False):
+    """The sampling parameters of a chat/completion request (a view: other keys ignored)."""
+
+    model: str | None = None
+    stream: bool | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = None
+
+
+_params_decoder = msgspec.json.Decoder(RequestParams)
+
+
+def decode_request_params(body: bytes) -> RequestParams | None:
+    """The request parameters, or ``None`` if the body is not a JSON object of that shape."""
+    try:
+        return _params_decoder.decode(body)
+    except msgspec.DecodeError:
+        return None
+
+
+def llm_request_attributes(
+    endpoint: str,
+    provider: str,
+    request_model: str,
+    *,
+    stream: bool = False,
+    server_address: str | None = None,
+    server_port: int | None = None,
+    params: RequestParams | None = None,
+) -> dict[str, Any]:
+    """GenAI request attributes for a ``chat <model>`` CLIENT span.
+
+    ``endpoint`` is a key of :data:`SPAN_TYPES` (``chat`` | ``completion`` | ``embedding`` |
+    ``responses``); ``provider`` the ``gen_ai.provider.name`` (``openai``, ``anthropic``...).
+    """
+    span_type, operation = SPAN_TYPES.get(endpoint, ("ChatCompletion", "chat"))
+    attrs: dict[str, Any] = {
+        TFY_SPAN_TYPE: span_type,
+        GEN_AI_OPERATION: operation,
+        GEN_AI_PROVIDER: provider,
+        GEN_AI_REQUEST_MODEL: request_model,
+        GEN_AI_REQUEST_STREAM: stream,
+    }
+    if server_address:
+        attrs[SERVER_ADDRESS] = server_address
+    if server_port:
+        attrs[SERVER_PORT] = server_port
+    if params is not None:
+        attrs.update(request_param_attributes(params))
+    return attrs
+
+
+def request_param_attributes(p: RequestParams) -> dict[str, Any]:
+    """``gen_ai.request.*`` attributes for the parameters that were set."""
+    attrs: dict[str, Any] = {}
+    if p.temperature is not None:
+        attrs["gen_ai.request.temperature"] = p.temperature
+    max_tokens = p.max_completion_tokens if p.max_completion_tokens is not None else p.max_tokens
+    if max_tokens is not None:
+        attrs["gen_ai.request.max_tokens"] = max_tokens
+    if p.top_p is not None:
+        attrs["gen_ai.request.top_p"] = p.top_p
+    if p.top_k is not None:
+        attrs["gen_ai.request.top_k"] = p.top_k
+    if p.frequency_penalty is not None:
+        attrs["gen_ai.request.frequency_penalty"] = p.frequency_penalty
+    if p.presence_penalty is not None:
+        attrs["gen_ai.request.presence_penalty"] = p.presence_penalty
+    if p.seed is not None:
+        attrs["gen_ai.request.seed"] = p.seed
+    if p.stop is not None:
+        attrs["gen_ai.request.stop_sequences"] = [p.stop] if isinstance(p.stop, str) else p.stop
+    if p.n is not None and p.n != 1:
+        attrs["gen_ai.request.choice.count"] = p.n
+    return attrs
+
+
+# --- tfy.input_short_hand ----------------------------------------------------------------------
+
+
+class _Part(msgspec.Struct, gc=False):
+    type: str = ""
+    text: str | None = None
+
+
+class _Message(msgspec.Struct, gc=False):
+    role: str = ""
+    content: str | list[_Part] | None = None
+
+
+class _InputView(msgspec.Struct, gc=False):
+    messages: list[_Message] | None = None
+    prompt: str | list[Any] | None = None  # completions
+    input: str | list[Any] | None = None  # embeddings
+
+
+_input_decoder = msgspec.json.Decoder(_InputView)
+_json_encode = msgspec.json.Encoder().encode
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def input_short_hand(body: bytes, limit: int = SHORT_HAND_MAX_CHARS) -> str:
+    """``tfy.input_short_hand``: a JSON string summarising the request.
+
+    ``{"role", "content", "messages", "has_file", "has_image", "has_audio"}`` where ``content``
+    is the last user message's text (else the last message's, or the prompt / embedding
+    input) truncated to ``limit`` characters; the flags cover every message's content parts
+    (``file``, ``image_url``, ``input_audio``).
+    """
+    try:
+        view = _input_decoder.decode(body)
+    except msgspec.DecodeError:
+        return _json_encode(
+            {"content": "", "has_file": False, "has_image": False, "has_audio": False}
+        ).decode()
+    has_file = has_image = has_audio = False
+    role, text, count = "", "", 0
+    if view.messages:
+        count = len(view.messages)
+        chosen: _Message | None = None
+        for msg in view.messages:
+            if isinstance(msg.content, list):
+                for part in msg.content:
+                    t = part.type
+                    if t == "image_url" or t == "image":
+                        has_image = True
+                    elif t == "input_audio" or t == "audio":
+                        has_audio = True
+                    elif t == "file":
+                        has_file = True
+            if msg.role == "user":
+                chosen = msg
+        chosen = chosen or view.messages[-1]
+        role = chosen.role
+        if isinstance(chosen.content, str):
+            text = chosen.content
+        elif chosen.content:
+            text = " ".join(p.text for p in chosen.content if p.text)
+    else:
+        raw = view.prompt if view.prompt is not None else view.input
+        if isinstance(raw, str):
+            text = raw
+        elif raw:
+            last = raw[-1]
+            text = last if isinstance(last, str) else f"[{len(raw)} items]"
+    out: dict[str, Any] = {"content": _truncate(text, limit)}
+    if role:
+        out = {"role": role, **out, "messages": count}
+    out.update(has_file=has_file, has_image=has_image, has_audio=has_audio)
+    return _json_encode(out).decode()
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+class _Usage(msgspec.Struct, gc=False):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    input_tokens: int | None = None  # Responses API / embeddings naming
+    output_tokens: int | None = None
+
+
+class _Choice(msgspec.Struct, gc=False):
+    finish_reason: str | None = None
+
+
+class _ResponseView(msgspec.Struct, gc=False):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+
+
+class ResponseSummary(msgspec.Struct, gc=False):
+    """What span attributes need from a response."""
+
+    id: str | None = None
+    model: str | None = None
+    finish_reasons: list[str] = []
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+_response_decoder = msgspec.json.Decoder(_ResponseView)
+
+
+def _usage_tokens(u: _Usage | None) -> tuple[int | None, int | None]:
+    if u is None:
+        return None, None
+    inp = u.prompt_tokens if u.prompt_tokens is not None else u.input_tokens
+    out = u.completion_tokens if u.completion_tokens is not None else u.output_tokens
+    return inp, out
+
+
+def response_summary(body: bytes) -> ResponseSummary:
+    """Id, model, finish reasons and token usage of a non-streamed JSON response."""
+    try:
+        v = _response_decoder.decode(body)
+    except msgspec.DecodeError:
+        return ResponseSummary()
+    inp, out = _usage_tokens(v.usage)
+    reasons = [c.finish_reason for c in v.choices or () if c.finish_reason]
+    return ResponseSummary(v.id, v.model, reasons, inp, out)
+
+
+def response_attributes(s: ResponseSummary) -> dict[str, Any]:
+    """``gen_ai.response.*`` and ``gen_ai.usage.*`` attributes for the values present."""
+    attrs: dict[str, Any] = {}
+    if s.id:
+        attrs[GEN_AI_RESPONSE_ID] = s.id
+    if s.model:
+        attrs[GEN_AI_RESPONSE_MODEL] = s.model
+    if s.finish_reasons:
+        attrs[GEN_AI_FINISH_REASONS] = s.finish_reasons
+    if s.input_tokens is not None:
+        attrs[GEN_AI_INPUT_TOKENS] = s.input_tokens
+    if s.output_tokens is not None:
+        attrs[GEN_AI_OUTPUT_TOKENS] = s.output_tokens
+    return attrs
+
+
+# --- streams -------------------------------------------------------------------------------------
+
+
+class _Function(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCallDelta(msgspec.Struct, gc=False):
+    index: int = 0
+    id: str | None = None
+    type: str | None = None
+    function: _Function | None = None
+
+
+class _Delta(msgspec.Struct, gc=False):
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_ToolCallDelta] | None = None
+
+
+class _ChunkChoice(msgspec.Struct, gc=False):
+    index: int = 0
+    delta: _Delta | None = None
+    text: str | None = None  # legacy completions stream
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct, gc=False):
+    id: str | None = None
+    model: str | None = None
+    created: int | None = None
+    system_fingerprint: str | None = None
+    choices: list[_ChunkChoice] = []
+    usage: _Usage | None = None
+
+
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+
+
+class StreamRecorder:
+    """Keeps the raw SSE bytes of a streamed response while they are forwarded.
+
+    ``feed`` is an append plus, on the first chunk, one clock read: the parsing happens in
+    :func:`assemble_stream` after the stream ends.
+    """
+
+    __slots__ = ("chunks", "first_chunk_pc")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.first_chunk_pc = 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Record one chunk as received from the provider."""
+        if not self.first_chunk_pc:
+            self.first_chunk_pc = perf_counter_ns()
+        self.chunks.append(chunk)
+
+    def assemble(self) -> tuple[bytes, ResponseSummary]:
+        """See :func:`assemble_stream`."""
+        return assemble_stream(self.chunks)
+
+
+def _sse_payloads(chunks: Iterable[bytes]) -> Iterable[bytes]:
+    # Chunks from the network cut events anywhere, so join before splitting into lines.
+    for line in b"".join(chunks).splitlines():
+        if line.startswith(b"data:"):
+            data = line[5:].strip()
+            if data and data != b"[DONE]":
+                yield data
+
+
+def assemble_stream(chunks: Iterable[bytes]) -> tuple[bytes, ResponseSummary]:
+    """Assemble OpenAI SSE chunks into the JSON body a non-streamed call would have returned.
+
+    Deltas are merged per choice index: ``content``/``refusal`` concatenated, ``tool_calls``
+    merged per tool index (id, type and name kept, arguments concatenated), the last
+    ``finish_reason`` kept, ``usage`` taken from the chunk that carries it. Legacy completion
+    streams (``choices[].text``) give a ``text_completion`` object. Undecodable events are
+    skipped. Returns ``(json_bytes, summary)``.
+    """
+    rid = model = fingerprint = None
+    created: int | None = None
+    usage: _Usage | None = None
+    choices: dict[int, dict[str, Any]] = {}
+    is_text = False
+    for data in _sse_payloads(chunks):
+        try:
+            c = _chunk_decoder.decode(data)
+        except msgspec.DecodeError:
+            continue
+        rid = rid or c.id
+        model = model or c.model
+        created = created or c.created
+        fingerprint = fingerprint or c.system_fingerprint
+        if c.usage is not None:
+            usage = c.usage
+        for ch in c.choices:
+            acc = choices.get(ch.index)
+            if acc is None:
+                acc = choices[ch.index] = {
+                    "role": None,
+                    "content": [],
+                    "refusal": [],
+                    "tools": {},
+                    "finish": None,
+                }
+            if ch.finish_reason:
+                acc["finish"] = ch.finish_reason
+            if ch.text is not None:
+                is_text = True
+                acc["content"].append(ch.text)
+            d = ch.delta
+            if d is None:
+                continue
+            if d.role:
+                acc["role"] = d.role
+            if d.content:
+                acc["content"].append(d.content)
+            if d.refusal:
+                acc["refusal"].append(d.refusal)
+            for tc in d.tool_calls or ():
+                tool = acc["tools"].get(tc.index)
+                if tool is None:
+                    tool = acc["tools"][tc.index] = {"id": None, "type": "function", "name": "", "args": []}
+                if tc.id:
+                    tool["id"] = tc.id
+                if tc.type:
+                    tool["type"] = tc.type
+                if tc.function is not None:
+                    if tc.function.name:
+                        tool["name"] += tc.function.name
+                    if tc.function.arguments:
+                        tool["args"].append(tc.function.arguments)
+    out_choices: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    for index in sorted(choices):
+        acc = choices[index]
+        if acc["finish"]:
+            reasons.append(acc["finish"])
+        if is_text:
+            out_choices.append(
+                {"index": index, "text": "".join(acc["content"]), "finish_reason": acc["finish"]}
+            )
+            continue
+        message: dict[str, Any] = {
+            "role": acc["role"] or "assistant",
+            "content": "".join(acc["content"]) if acc["content"] else None,
+        }
+        if acc["refusal"]:
+            message["refusal"] = "".join(acc["refusal"])
+        if acc["tools"]:
+            message["tool_calls"] = [
+                {
+                    "id": t["id"],
+                    "type": t["type"],
+                    "function": {"name": t["name"], "arguments": "".join(t["args"])},
+                }
+                for _, t in sorted(acc["tools"].items())
+            ]
+        out_choices.append({"index": index, "message": message, "finish_reason": acc["finish"]})
+    body: dict[str, Any] = {
+        "id": rid,
+        "object": "text_completion" if is_text else "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": out_choices,
+    }
+    if fingerprint:
+        body["system_fingerprint"] = fingerprint
+    inp, out = _usage_tokens(usage)
+    if usage is not None:
+        body["usage"] = {
+            "prompt_tokens": inp,
+            "completion_tokens": out,
+            "total_tokens": (inp or 0) + (out or 0),
+        }
+    return _json_encode(body), ResponseSummary(rid, model, reasons, inp, out)

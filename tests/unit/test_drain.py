@@ -1,0 +1,125 @@
+"""Drain task and sinks without a broker: embedded sink, splitting, shutdown, rate-limited logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import pytest
+
+from gateway.telemetry.drain import Drainer, Telemetry, make_resource
+from gateway.telemetry.ring import TraceRing
+from gateway.telemetry.sinks import EmbeddedSink, RateLimitedLog, encode_parts
+from gateway.telemetry.spans import RequestTrace
+from gateway.telemetry.wire import SCHEMA_VERSION, Span, SpanBatch, TracingConfig, decode_batch
+
+
+class Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[SpanBatch] = []
+        self.fail = fail
+        self.events: list[str] = []
+
+    async def start(self) -> None:
+        self.events.append("start")
+
+    def submit(self, batch: SpanBatch) -> None:
+        if self.fail:
+            raise RuntimeError("boom")
+        self.batches.append(batch)
+
+    async def stop(self, timeout_s: float) -> None:
+        self.events.append("stop")
+
+
+def trace(n_children: int = 3) -> list[Span]:
+    t = RequestTrace.start("POST", "/v1/chat/completions")
+    for i in range(n_children):
+        t.child(f"c{i}").end()
+    return t.finish(200)
+
+
+async def test_embedded_pipeline_gets_batches_and_final_flush() -> None:
+    rec = Recorder()
+    tel = Telemetry.from_config(TracingConfig(batch_max_spans=8, flush_interval_ms=10), pipeline=rec)
+    await tel.start()
+    assert tel.connected
+    for _ in range(10):
+        tel.record(trace())
+    await asyncio.sleep(0.1)
+    for _ in range(3):
+        tel.record(trace())
+    await tel.stop(2)
+    assert rec.events == ["start", "stop"]
+    assert sum(len(b.spans) for b in rec.batches) == 52
+    assert all(len(b.spans) <= 8 for b in rec.batches)
+    assert tel.counters.published == 52 and not tel.counters.dropped
+    assert rec.batches[0].version == SCHEMA_VERSION
+    assert rec.batches[0].resource.instance_id.endswith(f"-{os.getpid()}")
+
+
+async def test_disabled_records_nothing() -> None:
+    tel = Telemetry.from_config(TracingConfig(enabled=False))
+    await tel.start()
+    tel.record(trace())
+    assert len(tel.ring) == 0 and not tel.connected
+    await tel.stop(1)
+
+
+async def test_failing_pipeline_is_counted_not_fatal() -> None:
+    ring = TraceRing(100, 4)
+    drainer = Drainer(
+        ring, EmbeddedSink(Recorder(fail=True), ring.counters), make_resource("s"), flush_interval_ms=10
+    )
+    await drainer.start()
+    ring.push(trace())
+    await asyncio.sleep(0.1)
+    ring.push(trace())
+    await drainer.stop(1)
+    assert ring.counters.dropped["exporter_error"] == 8
+
+
+async def test_stop_deadline_drops_and_counts() -> None:
+    ring = TraceRing(100, 4)
+
+    class HangingSink:
+        connected = True
+
+        async def start(self) -> None: ...
+
+        async def send(self, batch: SpanBatch) -> None:
+            await asyncio.sleep(10)
+
+        async def stop(self, timeout_s: float) -> None: ...
+
+    drainer = Drainer(ring, HangingSink(), make_resource("s"), batch_max_spans=4, flush_interval_ms=60_000)
+    await drainer.start()
+    for _ in range(3):
+        ring.push(trace())
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await drainer.stop(0.3)
+    assert loop.time() - t0 < 1.0
+    assert ring.counters.dropped["shutdown"] >= 4 and ring.pending_spans == 0
+
+
+def test_encode_parts_splits_and_counts_oversize() -> None:
+    resource = make_resource("s")
+    spans = trace(20)
+    for s in spans:
+        s.attributes["tfy.input"] = b"z" * 300
+    parts, lost = encode_parts(SpanBatch(SCHEMA_VERSION, resource, spans), 2048)
+    assert lost == 0 and len(parts) > 3 and all(len(p) <= 2048 for p in parts)
+    assert [s.span_id for p in parts for s in decode_batch(p).spans] == [s.span_id for s in spans]
+    spans[3].attributes["tfy.input"] = b"z" * 5000
+    parts, lost = encode_parts(SpanBatch(SCHEMA_VERSION, resource, spans), 2048)
+    assert lost == 1 and sum(len(decode_batch(p).spans) for p in parts) == 20
+
+
+def test_rate_limited_log(caplog: pytest.LogCaptureFixture) -> None:
+    rl = RateLimitedLog(logging.getLogger("t.rl"), interval_s=60)
+    with caplog.at_level(logging.WARNING, "t.rl"):
+        for i in range(5):
+            rl.warning("down %d", i)
+    assert [r.getMessage() for r in caplog.records] == ["down 0 (0 similar suppressed)"]

@@ -1,0 +1,68 @@
+"""The bounded trace ring: O(1) push, drop-and-count, threshold wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.telemetry.ring import TraceRing
+from gateway.telemetry.wire import Span
+
+
+def _trace(n: int) -> list[Span]:
+    return [Span(b"t" * 16, bytes([i]) * 8, b"", f"s{i}", 1, 0, 1) for i in range(n)]
+
+
+def test_bounded_drops_and_counts() -> None:
+    ring = TraceRing(capacity=3, batch_max_spans=100)
+    for _ in range(5):
+        ring.push(_trace(2))
+    assert len(ring) == 3
+    assert ring.counters.recorded == 6
+    assert ring.counters.dropped["ring_full"] == 4
+    assert ring.pending_spans == 6
+
+
+def test_pop_batch_takes_whole_traces_up_to_limit() -> None:
+    ring = TraceRing(capacity=10, batch_max_spans=5)
+    for n in (2, 2, 2, 7):
+        ring.push(_trace(n))
+    assert len(ring.pop_batch()) == 4  # a third trace would exceed 5
+    assert len(ring.pop_batch()) == 2
+    assert len(ring.pop_batch()) == 7  # one trace larger than a batch still goes, alone
+    assert ring.pop_batch() == [] and ring.pending_spans == 0
+    # space freed by popping is usable again
+    ring.push(_trace(1))
+    assert len(ring) == 1
+
+
+def test_wakeup_set_only_on_threshold_crossing() -> None:
+    ring = TraceRing(capacity=100, batch_max_spans=5)
+    ring.push(_trace(2))
+    ring.push(_trace(2))
+    assert not ring.wakeup.is_set() and not ring.batch_ready
+    ring.push(_trace(2))  # 4 -> 6 crosses 5
+    assert ring.wakeup.is_set() and ring.batch_ready
+    ring.wakeup.clear()
+    ring.push(_trace(2))  # already above: no new set
+    assert not ring.wakeup.is_set()
+    ring.pop_batch(100)
+    ring.push(_trace(5))  # 0 -> 5 crosses again
+    assert ring.wakeup.is_set()
+
+
+async def test_threshold_wakes_a_waiter() -> None:
+    ring = TraceRing(capacity=100, batch_max_spans=3)
+    waiter = asyncio.create_task(ring.wakeup.wait())
+    await asyncio.sleep(0)
+    ring.push(_trace(1))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    ring.push(_trace(2))
+    await asyncio.wait_for(waiter, 1.0)
+
+
+def test_rejects_nonsense_sizes() -> None:
+    with pytest.raises(ValueError):
+        TraceRing(0, 5)
