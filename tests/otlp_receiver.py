@@ -200,7 +200,7 @@ class OtlpReceiver:
         """Release hanging requests and stop both servers."""
         self._release.set()
         if self._grpc is not None:
-            await self._grpc.stop(grace=0.5)
+            await self._grpc.stop(grace=0.2)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -235,7 +235,10 @@ class OtlpReceiver:
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
         try:
             if encoding == "gzip":
-                body = gzip.decompress(body)
+                # aiohttp already inflates gzip request bodies (and fails on a body that is not
+                # gzip); inflate here only if it did not.
+                if body[:2] == b"\x1f\x8b":
+                    body = gzip.decompress(body)
             elif encoding:
                 raise ValueError(f"unsupported Content-Encoding {encoding!r}")
             raw = None

@@ -1,0 +1,1 @@
+"""Provider adapters: pure translations between OpenAI shapes and other providers' APIs."""
