@@ -35,6 +35,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check gateway exporter
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 bench: setup
 	$(BIN)/python -m bench.overhead

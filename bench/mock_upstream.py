@@ -12,12 +12,13 @@ gateway config to reach a failing upstream:
 
     error-<status>      answer <status> with an OpenAI error body
     slow-<ms>           wait <ms> before sending headers
-    stall-<n>           stream n chunks, then go silent for 60 s
-    cut-<n>             stream n chunks, then drop the connection without [DONE]
+    stall-<n>           stream n events (the role chunk counts), then go silent for 60 s
+    cut-<n>             stream n events, then drop the connection without [DONE]
     <anything else>     a normal answer echoing the model
 
 ``GET /_mock/requests`` returns the last requests seen (headers and body) for assertions;
-``DELETE /_mock/requests`` clears them.
+``DELETE /_mock/requests`` clears them; ``POST /_mock/fail?status=503`` makes every model
+request fail with that status until ``POST /_mock/fail?status=0``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ RECORD = os.environ.get("MOCK_RECORD", "1") == "1"
 PROMPT_TOKENS = 12
 WORDS = [f"tok{i} " for i in range(64)]
 _recent: deque[dict[str, Any]] = deque(maxlen=200)
+_state = {"fail": FAIL_STATUS}
 JSON = [("content-type", "application/json")]
 SSE = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
@@ -144,22 +146,23 @@ def _behaviour(model: str) -> tuple[str, int]:
 
 
 async def _stream(proto: Any, view: _ChatView, completion: bool, stall_after: int, cut_after: int) -> None:
+    """Stream the events; ``stall_after``/``cut_after`` count events already sent (role chunk included)."""
     transport = proto.response_stream(200, SSE)
     model = view.model
-    if not completion:
-        await transport.send_bytes(_chunk(model, {"role": "assistant", "content": ""}, None, completion))
-    for i in range(CHUNKS):
-        if stall_after >= 0 and i == stall_after:
-            await asyncio.sleep(60)
-        if cut_after >= 0 and i == cut_after:
-            raise ConnectionAbortedError("mock: cut the stream")  # granian drops the connection
-        if CHUNK_DELAY_S:
-            await asyncio.sleep(CHUNK_DELAY_S)
-        await transport.send_bytes(_chunk(model, {"content": WORDS[i]}, None, completion))
-    await transport.send_bytes(_chunk(model, {}, "stop", completion))
+    events = [] if completion else [_chunk(model, {"role": "assistant", "content": ""}, None, completion)]
+    events += [_chunk(model, {"content": WORDS[i]}, None, completion) for i in range(CHUNKS)]
+    events.append(_chunk(model, {}, "stop", completion))
     if view.stream_options is not None and view.stream_options.include_usage:
-        await transport.send_bytes(_usage_chunk(model))
-    await transport.send_bytes(b"data: [DONE]\n\n")
+        events.append(_usage_chunk(model))
+    events.append(b"data: [DONE]\n\n")
+    for sent, event in enumerate(events):
+        if sent == stall_after:
+            await asyncio.sleep(60)
+        if sent == cut_after:
+            raise ConnectionAbortedError("mock: cut the stream")  # granian drops the connection
+        if CHUNK_DELAY_S and sent:
+            await asyncio.sleep(CHUNK_DELAY_S)
+        await transport.send_bytes(event)
 
 
 class MockApp:
@@ -176,6 +179,10 @@ class MockApp:
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         path, method = scope.path, scope.method
+        if path == "/_mock/fail" and method == "POST":  # switch failure on/off at run time
+            _state["fail"] = int(scope.query_string.partition("status=")[2] or 0)
+            proto.response_bytes(200, JSON, _json.encode(_state))
+            return
         if path == "/_mock/requests":
             if method == "DELETE":
                 _recent.clear()
@@ -205,8 +212,9 @@ class MockApp:
             proto.response_bytes(400, JSON, _error(400, "mock: invalid JSON"))
             return
         kind, arg = _behaviour(view.model)
-        if FAIL_STATUS:
-            proto.response_bytes(FAIL_STATUS, JSON, _error(FAIL_STATUS, "mock: programmed failure"))
+        if _state["fail"]:
+            status = _state["fail"]
+            proto.response_bytes(status, JSON, _error(status, "mock: programmed failure"))
             return
         if kind == "error":
             proto.response_bytes(arg, JSON, _error(arg, f"mock: programmed {arg}"))

@@ -128,13 +128,11 @@ async def run(
     from exporter.pipeline import ExportPipeline  # the OTLP side, imported only when running
 
     assert settings.tracing.nats is not None
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
     pipeline = ExportPipeline(settings.exporter, settings.tracing)
     await pipeline.start()
     subscriber = SpanSubscriber(settings.tracing.nats, pipeline, name=f"gateway-exporter {os.getpid()}")

@@ -81,6 +81,7 @@ class SpanSubscriber:
         self._pending_bytes = pending_bytes_limit
         self._reconnect_wait = reconnect_wait_s
         self._nc = NatsClient()
+        self._stopping = False
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._bad_log = _RateLimitedLog()
@@ -157,6 +158,8 @@ class SpanSubscriber:
         self._err_log.warning("exporter: NATS error: %r", exc)
 
     async def _on_disconnected(self) -> None:
+        if self._stopping:  # our own close, not an outage
+            return
         log.warning("exporter: disconnected from NATS; reconnecting")
 
     async def _on_reconnected(self) -> None:
@@ -164,6 +167,7 @@ class SpanSubscriber:
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Drain: stop receiving, let buffered messages reach the pipeline, close."""
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()

@@ -65,7 +65,7 @@ class GatewayApp:
 
     def swap_runtime(self, config: GatewayConfig) -> None:
         """Build a runtime for ``config`` and make it current; the old one closes after the drain timeout."""
-        old, self.runtime = self.runtime, Runtime(config)
+        old, self.runtime = self.runtime, Runtime(config, previous=self.runtime)
         if old is not None:
             task = asyncio.ensure_future(self._retire(old, config.server.drain_timeout_s))
             self._retired.add(task)

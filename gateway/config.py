@@ -258,10 +258,11 @@ def _check_core(cfg: GatewayConfig) -> Iterator[str]:
 
 def _semantic_checks() -> list[SemanticCheck]:
     # Imported here: each capability owns the checks of its own section.
+    from exporter.config import check_exporter
     from gateway.access.config import check_access
     from gateway.routing.config import check_routing
 
-    return [_check_core, check_access, check_routing]
+    return [_check_core, check_access, check_routing, check_exporter]
 
 
 # --- entry points --------------------------------------------------------------------------------

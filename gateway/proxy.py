@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from granian.rsgi import ProtocolClosed, ProtocolError
 
+from gateway.attempt import Attempt, TTFTTimeout, run_attempt
 from gateway.body import ParsedRequest, parse_request
 from gateway.errors import (
     JSON_HEADERS,
@@ -21,12 +23,12 @@ from gateway.errors import (
     InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
-    UpstreamStatus,
+    UpstreamError,
     error_response,
     sse_error_event,
 )
-from gateway.runtime import ModelTarget, Runtime
-from gateway.sse import StreamRelay
+from gateway.routing import FailureKind, PlanEntry, RoutePlan, counts_as_failure, outcome_of
+from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.proxy")
 
@@ -64,24 +66,17 @@ async def handle_llm(rt: Runtime, scope: Any, proto: Any, endpoint: str) -> None
     try:
         body = await read_body(scope, proto, rt.max_body_bytes)
         req = parse_request(body, endpoint)
-        target = rt.models.get(req.model)
-        if target is None:
+        plan = rt.router.plan(req.model)
+        if plan is None:
             raise ModelNotFound(
                 f"model '{req.model}' does not exist or is not served by this gateway", param="model"
             )
-        upstream_body = req.upstream_body(target.upstream_model)
-        resp = await target.client.send(
-            target.urls[endpoint], target.headers, upstream_body, stream=req.stream
-        )
-        if resp.status >= 400:
-            raise UpstreamStatus(resp.status, await resp.read(), resp.content_type, resp.relayed_headers)
-        headers = [("x-request-id", request_id), ("x-tfy-resolved-model", target.model_id)]
-        content_type = resp.content_type or ""
-        if not req.stream or not content_type.startswith("text/event-stream"):
-            data = await resp.read()
-            proto.response_bytes(200, [("content-type", content_type or "application/json"), *headers], data)
+        attempt, entry = await _call_with_fallbacks(rt, plan, req, endpoint)
+        headers = [("x-request-id", request_id), ("x-tfy-resolved-model", entry.target)]
+        if attempt.resp is None:
+            proto.response_bytes(200, [("content-type", attempt.content_type), *headers], attempt.body)
             return
-        await _relay_stream(proto, req, target, resp, headers)
+        await _relay_stream(proto, attempt, headers)
     except GatewayError as exc:
         status, headers, err_body = error_response(exc)
         proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
@@ -92,11 +87,36 @@ async def handle_llm(rt: Runtime, scope: Any, proto: Any, endpoint: str) -> None
         proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
 
 
-async def _relay_stream(
-    proto: Any, req: ParsedRequest, target: ModelTarget, resp: Any, headers: list
-) -> None:
+async def _call_with_fallbacks(
+    rt: Runtime, plan: RoutePlan, req: ParsedRequest, endpoint: str
+) -> tuple[Attempt, PlanEntry]:
+    """Walk the plan: retry a target per its ``retry_config``, then fall back to the next one."""
+    router = rt.router
+    step = plan.first()
+    while True:
+        entry = step.entry
+        started = time.perf_counter()
+        try:
+            attempt = await run_attempt(rt.models[entry.target], entry, req, endpoint, [])
+        except UpstreamError as exc:
+            outcome = FailureKind.TTFT_TIMEOUT if isinstance(exc, TTFTTimeout) else outcome_of(exc)
+            if counts_as_failure(outcome):
+                router.record(entry.target, False, time.perf_counter() - started)
+            nxt = plan.next_step(step, outcome)
+            if nxt is None:
+                raise
+            step = nxt
+            if step.delay_s:
+                await asyncio.sleep(step.delay_s)
+            continue
+        router.record(entry.target, True, time.perf_counter() - started)
+        return attempt, entry
+
+
+async def _relay_stream(proto: Any, attempt: Attempt, headers: list[tuple[str, str]]) -> None:
     """Pass an SSE stream through as it arrives; cancel the upstream if the client leaves."""
-    relay = StreamRelay(strip_usage=not req.client_wants_usage)
+    resp = attempt.resp
+    assert resp is not None
     task = asyncio.current_task()
     watcher = asyncio.ensure_future(proto.client_disconnect())
 
@@ -107,22 +127,24 @@ async def _relay_stream(
     watcher.add_done_callback(on_disconnect)
     transport = proto.response_stream(200, [*SSE_HEADERS, *headers])
     try:
-        while True:
+        if attempt.first_out:
+            await transport.send_bytes(attempt.first_out)
+        while not attempt.stream_complete:
             try:
                 chunk = await resp.next_chunk()
             except GatewayError as exc:
-                # Headers (and maybe events) are already sent: end with an error event, never silently.
+                # Headers (and events) are already sent: end with an error event, never silently.
                 await transport.send_bytes(sse_error_event(exc))
                 return
             if chunk is None:
                 break
-            out = relay.feed(chunk)
+            out = attempt.feed(chunk)
             if out:
                 await transport.send_bytes(out)
-        tail = relay.flush()
+        tail = attempt.relay.flush() if attempt.relay is not None else b""
         if tail:
             await transport.send_bytes(tail)
-        if not relay.saw_done:
+        if not attempt.stream_complete:
             await transport.send_bytes(
                 sse_error_event(GatewayError("the provider ended the stream early", code="stream_truncated"))
             )

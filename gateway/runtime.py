@@ -8,15 +8,14 @@ under a request that is already running.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import msgspec
 
 from gateway.config import GatewayConfig, ProviderConfig
+from gateway.providers import anthropic
+from gateway.routing import Router
 from gateway.upstream import UpstreamClient, make_client
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("gateway")
 
@@ -33,6 +32,7 @@ class ModelTarget:
         "upstream_model",
         "client",
         "urls",
+        "messages_url",
         "headers",
         "server_address",
         "server_port",
@@ -45,12 +45,14 @@ class ModelTarget:
         self.client = client
         base = provider.base_url.rstrip("/")
         self.urls = {kind: base + path for kind, path in ENDPOINT_PATHS.items()}
-        headers = [("content-type", "application/json"), *provider.headers.items()]
-        if provider.api_key:
-            headers.append(("authorization", f"Bearer {provider.api_key}"))
+        self.messages_url = anthropic.messages_url(provider.base_url)
+        if provider.type == "anthropic":
+            headers = [*anthropic.request_headers(provider.api_key), *provider.headers.items()]
+        else:
+            headers = [("content-type", "application/json"), *provider.headers.items()]
+            if provider.api_key:
+                headers.append(("authorization", f"Bearer {provider.api_key}"))
         self.headers: list[tuple[str, str]] = headers
-        from urllib.parse import urlsplit
-
         parts = urlsplit(provider.base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -71,7 +73,7 @@ class _ModelList(msgspec.Struct):
 class Runtime:
     """The per-config state of one worker: model table, pooled clients, compiled policies."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, previous: Runtime | None = None) -> None:
         self.config = config
         self.max_body_bytes = config.server.max_body_bytes
         self.clients: dict[str, UpstreamClient] = {
@@ -82,8 +84,11 @@ class Runtime:
             for m in p.models:
                 target = ModelTarget(p, m, self.clients[p.name])
                 self.models[target.model_id] = target
+        # Routing health (latency data, open breakers) survives a config reload.
+        self.router: Router = Router(config, previous=previous.router if previous is not None else None)
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
-        self.models_body = self.render_models(list(self.models))
+        self.all_model_ids = [*self.models, *self.router.virtual_models()]
+        self.models_body = self.render_models(self.all_model_ids)
 
     def render_models(self, model_ids: list[str]) -> bytes:
         """``GET /v1/models`` body for the given ids."""

@@ -157,9 +157,10 @@ class Telemetry:
         else:
             if pipeline is None:
                 # Imported here: the NATS deployment never loads the exporter's dependencies.
+                from exporter.config import ExporterConfig
                 from exporter.pipeline import ExportPipeline
 
-                pipeline = ExportPipeline(exporter_cfg, tracing)
+                pipeline = ExportPipeline(exporter_cfg or ExporterConfig(), tracing)
             sink = EmbeddedSink(pipeline, ring.counters)
         drainer = Drainer(
             ring,

@@ -24,10 +24,14 @@ from gateway.telemetry.spans import (
     GEN_AI_REQUEST_STREAM,
     GEN_AI_RESPONSE_ID,
     GEN_AI_RESPONSE_MODEL,
+    GEN_AI_TTFC,
     SERVER_ADDRESS,
     SERVER_PORT,
     SPAN_TYPES,
+    TFY_LATENCY_MS,
     TFY_SPAN_TYPE,
+    TFY_TTFT_MS,
+    SpanHandle,
 )
 
 SHORT_HAND_MAX_CHARS = 200
@@ -75,7 +79,7 @@ def llm_request_attributes(
 ) -> dict[str, Any]:
     """GenAI request attributes for a ``chat <model>`` CLIENT span.
 
-    ``endpoint`` is a key of :data:`SPAN_TYPES` (``chat`` | ``completion`` | ``embedding`` |
+    ``endpoint`` is a key of :data:`SPAN_TYPES` (``chat`` | ``completions`` | ``embeddings`` |
     ``responses``); ``provider`` the ``gen_ai.provider.name`` (``openai``, ``anthropic``...).
     """
     span_type, operation = SPAN_TYPES.get(endpoint, ("ChatCompletion", "chat"))
@@ -267,6 +271,20 @@ def response_attributes(s: ResponseSummary) -> dict[str, Any]:
     return attrs
 
 
+def timing_attributes(call: SpanHandle, first_chunk_pc: int = 0) -> dict[str, Any]:
+    """Latency (and, for streams, time to first token/chunk) of an upstream call span.
+
+    ``first_chunk_pc`` is the ``perf_counter_ns()`` reading when the first chunk arrived
+    (:attr:`StreamRecorder.first_chunk_pc`); 0 for non-streamed calls. Call after ``call.end()``.
+    """
+    attrs: dict[str, Any] = {TFY_LATENCY_MS: call.duration_ms}
+    if first_chunk_pc:
+        delta = first_chunk_pc - call.start_pc
+        attrs[TFY_TTFT_MS] = delta / 1e6
+        attrs[GEN_AI_TTFC] = delta / 1e9
+    return attrs
+
+
 # --- streams -------------------------------------------------------------------------------------
 
 
@@ -341,18 +359,21 @@ def _sse_payloads(chunks: Iterable[bytes]) -> Iterable[bytes]:
                 yield data
 
 
-def assemble_stream(chunks: Iterable[bytes]) -> tuple[bytes, ResponseSummary]:
+def assemble_stream(
+    chunks: Iterable[bytes], usage: tuple[int | None, int | None] | None = None
+) -> tuple[bytes, ResponseSummary]:
     """Assemble OpenAI SSE chunks into the JSON body a non-streamed call would have returned.
 
     Deltas are merged per choice index: ``content``/``refusal`` concatenated, ``tool_calls``
     merged per tool index (id, type and name kept, arguments concatenated), the last
     ``finish_reason`` kept, ``usage`` taken from the chunk that carries it. Legacy completion
     streams (``choices[].text``) give a ``text_completion`` object. Undecodable events are
-    skipped. Returns ``(json_bytes, summary)``.
+    skipped. ``usage`` (prompt, completion tokens) overrides what the events say: pass it when
+    the relay stripped the usage event before keeping the events. Returns ``(json_bytes, summary)``.
     """
     rid = model = fingerprint = None
     created: int | None = None
-    usage: _Usage | None = None
+    usage_view: _Usage | None = None
     choices: dict[int, dict[str, Any]] = {}
     is_text = False
     for data in _sse_payloads(chunks):
@@ -365,7 +386,7 @@ def assemble_stream(chunks: Iterable[bytes]) -> tuple[bytes, ResponseSummary]:
         created = created or c.created
         fingerprint = fingerprint or c.system_fingerprint
         if c.usage is not None:
-            usage = c.usage
+            usage_view = c.usage
         for ch in c.choices:
             acc = choices.get(ch.index)
             if acc is None:
@@ -439,8 +460,11 @@ def assemble_stream(chunks: Iterable[bytes]) -> tuple[bytes, ResponseSummary]:
     }
     if fingerprint:
         body["system_fingerprint"] = fingerprint
-    inp, out = _usage_tokens(usage)
     if usage is not None:
+        inp, out = usage
+    else:
+        inp, out = _usage_tokens(usage_view)
+    if inp is not None or out is not None:
         body["usage"] = {
             "prompt_tokens": inp,
             "completion_tokens": out,

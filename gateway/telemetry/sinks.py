@@ -105,6 +105,7 @@ class NatsSink:
         self._reconnect_wait = reconnect_wait_s
         self._connect_timeout = connect_timeout_s
         self._nc: NatsClient = NatsClient()
+        self._stopping = False
         self._connect_task: asyncio.Task[None] | None = None
         self._down_log = RateLimitedLog(log)
         self._error_log = RateLimitedLog(log)
@@ -130,6 +131,8 @@ class NatsSink:
                 reconnect_time_wait=self._reconnect_wait,  # type: ignore[arg-type]  # float works
                 connect_timeout=self._connect_timeout,  # type: ignore[arg-type]
                 pending_size=self._pending_bytes,
+                # Bounds the forced flush nats-py does when the pending buffer fills up.
+                flush_timeout=self._flush_timeout,
                 error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
@@ -144,6 +147,8 @@ class NatsSink:
         self._error_log.warning("telemetry: NATS error: %r", exc)
 
     async def _on_disconnected(self) -> None:
+        if self._stopping:  # our own close, not an outage
+            return
         log.warning("telemetry: disconnected from NATS; spans are dropped until it reconnects")
 
     async def _on_reconnected(self) -> None:
@@ -184,6 +189,7 @@ class NatsSink:
 
     async def stop(self, timeout_s: float) -> None:
         """Drain the connection (flushes what is buffered) or, if never connected, stop trying."""
+        self._stopping = True
         task, self._connect_task = self._connect_task, None
         nc = self._nc
         if task is not None and not task.done():

@@ -28,6 +28,8 @@ import re
 from time import perf_counter_ns, time_ns
 from typing import Any, Final
 
+import msgspec
+
 from gateway.telemetry.wire import (
     SPAN_KIND_CLIENT,
     SPAN_KIND_INTERNAL,
@@ -85,11 +87,11 @@ HTTP_METHOD: Final = "http.request.method"
 URL_PATH: Final = "url.path"
 HTTP_STATUS: Final = "http.response.status_code"
 
-# endpoint kind -> (tfy.span_type, gen_ai.operation.name)
+# endpoint kind (as gateway.app.LLM_ROUTES names it) -> (tfy.span_type, gen_ai.operation.name)
 SPAN_TYPES: Final[dict[str, tuple[str, str]]] = {
     "chat": ("ChatCompletion", "chat"),
-    "completion": ("Completion", "text_completion"),
-    "embedding": ("Embedding", "embeddings"),
+    "completions": ("Completion", "text_completion"),
+    "embeddings": ("Embedding", "embeddings"),
     "responses": ("AgentResponse", "chat"),
 }
 
@@ -117,6 +119,7 @@ def new_span_id() -> bytes:
 
 # version-traceid-parentid-flags; future versions may append "-..." fields, which we ignore.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_V00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -129,6 +132,12 @@ def parse_traceparent(value: str | bytes | None) -> tuple[bytes, bytes, int] | N
     """
     if not value:
         return None
+    if value.__class__ is str and len(value) == 55 and _V00.fullmatch(value) is not None:
+        # The common case (version 00, no whitespace) without group captures.
+        t, p = value[3:35], value[36:52]
+        if t == _ZERO_TRACE or p == _ZERO_SPAN:
+            return None
+        return bytes.fromhex(t), bytes.fromhex(p), int(value[53:], 16)
     if isinstance(value, bytes):
         try:
             value = value.decode("ascii")
@@ -154,36 +163,24 @@ def format_traceparent(trace_id: bytes, span_id: bytes, flags: int = 1) -> str:
 # --- spans --------------------------------------------------------------------------------------
 
 
-class SpanHandle:
+class SpanHandle(msgspec.Struct, gc=False):
     """A span being recorded; becomes a :class:`wire.Span` when the trace finishes.
 
     ``set`` stores one attribute; ``end`` stamps the end time (idempotent: the first call wins,
     so an error path and a ``finally`` can both call it). A span never ended is ended by
-    :meth:`RequestTrace.finish`.
+    :meth:`RequestTrace.finish`. A msgspec Struct (not a slotted class) because its C
+    constructor is ~3x cheaper, and it holds no reference cycles (``gc=False``).
     """
 
-    __slots__ = (
-        "attributes",
-        "end_pc",
-        "kind",
-        "name",
-        "parent_id",
-        "span_id",
-        "start_pc",
-        "status",
-        "status_message",
-    )
-
-    def __init__(self, name: str, kind: int, span_id: bytes, parent_id: bytes, start_pc: int) -> None:
-        self.name = name
-        self.kind = kind
-        self.span_id = span_id
-        self.parent_id = parent_id
-        self.start_pc = start_pc
-        self.end_pc = 0
-        self.status = STATUS_UNSET
-        self.status_message = ""
-        self.attributes: dict[str, Any] = {}
+    name: str
+    kind: int
+    span_id: bytes
+    parent_id: bytes
+    start_pc: int  # perf_counter_ns()
+    end_pc: int = 0
+    status: int = STATUS_UNSET
+    status_message: str = ""
+    attributes: dict[str, Any] = {}  # msgspec gives each instance its own dict
 
     def set(self, key: str, value: Any) -> None:
         """Set one attribute (``str | bytes | int | float | bool`` or a list of one of those)."""
@@ -191,10 +188,8 @@ class SpanHandle:
             self.attributes[key] = value
 
     def update(self, attributes: dict[str, Any]) -> None:
-        """Set several attributes at once (``None`` values are skipped)."""
-        for key, value in attributes.items():
-            if value is not None:
-                self.attributes[key] = value
+        """Set several attributes at once (values must not be ``None``; the builders never are)."""
+        self.attributes.update(attributes)
 
     def fail(self, error_type: str, message: str = "") -> None:
         """Mark the span failed: status ERROR, ``error.type`` and ``tfy.error_message``."""
@@ -219,17 +214,14 @@ class SpanHandle:
         return ((self.end_pc or perf_counter_ns()) - self.start_pc) / 1e6
 
 
-class RequestTrace:
+class RequestTrace(msgspec.Struct, gc=False):
     """All spans of one inbound request; the root is the SERVER span of the HTTP handler."""
 
-    __slots__ = ("_epoch_offset", "flags", "root", "spans", "trace_id")
-
-    def __init__(self, trace_id: bytes, root: SpanHandle, flags: int, epoch_offset: int) -> None:
-        self.trace_id = trace_id
-        self.root = root
-        self.flags = flags
-        self.spans: list[SpanHandle] = [root]
-        self._epoch_offset = epoch_offset  # time_ns() - perf_counter_ns() at start
+    trace_id: bytes
+    root: SpanHandle
+    flags: int
+    epoch_offset: int  # time_ns() - perf_counter_ns() at start: maps span clocks to epoch ns
+    spans: list[SpanHandle]
 
     @classmethod
     def start(cls, method: str, path: str, traceparent: str | bytes | None = None) -> RequestTrace:
@@ -241,10 +233,15 @@ class RequestTrace:
             trace_id, parent_id, flags = new_trace_id(), b"", 1
         else:
             trace_id, parent_id, flags = parent
-        root = SpanHandle(f"{method} {path}", SPAN_KIND_SERVER, new_span_id(), parent_id, pc)
-        root.attributes[HTTP_METHOD] = method
-        root.attributes[URL_PATH] = path
-        return cls(trace_id, root, flags, offset)
+        root = SpanHandle(
+            f"{method} {path}",
+            SPAN_KIND_SERVER,
+            new_span_id(),
+            parent_id,
+            pc,
+            attributes={HTTP_METHOD: method, URL_PATH: path},
+        )
+        return cls(trace_id, root, flags, offset, [root])
 
     def child(
         self, name: str, kind: int = SPAN_KIND_INTERNAL, parent: SpanHandle | None = None
@@ -288,22 +285,20 @@ class RequestTrace:
         end = perf_counter_ns()
         if not root.end_pc:
             root.end_pc = end
-        offset = self._epoch_offset
+        offset = self.epoch_offset
         trace_id = self.trace_id
-        out: list[Span] = []
-        for s in self.spans:
-            out.append(
-                Span(
-                    trace_id,
-                    s.span_id,
-                    s.parent_id,
-                    s.name,
-                    s.kind,
-                    s.start_pc + offset,
-                    (s.end_pc or end) + offset,
-                    s.status,
-                    s.status_message,
-                    s.attributes,
-                )
+        return [
+            Span(
+                trace_id,
+                s.span_id,
+                s.parent_id,
+                s.name,
+                s.kind,
+                s.start_pc + offset,
+                (s.end_pc or end) + offset,
+                s.status,
+                s.status_message,
+                s.attributes,
             )
-        return out
+            for s in self.spans
+        ]

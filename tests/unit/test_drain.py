@@ -123,3 +123,11 @@ def test_rate_limited_log(caplog: pytest.LogCaptureFixture) -> None:
         for i in range(5):
             rl.warning("down %d", i)
     assert [r.getMessage() for r in caplog.records] == ["down 0 (0 similar suppressed)"]
+
+
+async def test_embedded_default_builds_the_real_pipeline() -> None:
+    tel = Telemetry.from_config(TracingConfig(flush_interval_ms=10))
+    await tel.start()
+    tel.record(trace())
+    await tel.stop(1)
+    assert tel.counters.published == 4  # no destinations configured: accepted and discarded

@@ -177,9 +177,9 @@ def test_request_attributes() -> None:
         "gen_ai.request.stop_sequences": ["END"],
     }
     assert (
-        payloads.llm_request_attributes("embedding", "openai", "e")["gen_ai.operation.name"] == "embeddings"
+        payloads.llm_request_attributes("embeddings", "openai", "e")["gen_ai.operation.name"] == "embeddings"
     )
-    assert payloads.llm_request_attributes("completion", "openai", "c")["tfy.span_type"] == "Completion"
+    assert payloads.llm_request_attributes("completions", "openai", "c")["tfy.span_type"] == "Completion"
     assert payloads.decode_request_params(b"not json") is None
 
 
@@ -341,3 +341,30 @@ def test_assemble_legacy_completion_stream() -> None:
 def test_assemble_empty_stream() -> None:
     body, summary = payloads.assemble_stream([])
     assert json.loads(body)["choices"] == [] and summary.finish_reasons == []
+
+
+def test_assemble_stream_usage_override() -> None:
+    chunks = _sse(
+        {
+            "id": "u",
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}],
+        }
+    )
+    body, summary = payloads.assemble_stream(chunks, usage=(5, 1))
+    assert json.loads(body)["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    assert (summary.input_tokens, summary.output_tokens) == (5, 1)
+
+
+def test_timing_attributes() -> None:
+    trace = RequestTrace.start("POST", "/v1/chat/completions")
+    call = trace.child("chat m", SPAN_KIND_CLIENT)
+    first = call.start_pc + 25_000_000
+    call.end_pc = call.start_pc + 100_000_000
+    attrs = payloads.timing_attributes(call, first)
+    assert attrs == {
+        "tfy.model.metric.latency_in_ms": 100.0,
+        "tfy.model.metric.time_to_first_token_in_ms": 25.0,
+        "gen_ai.response.time_to_first_chunk": 0.025,
+    }
+    assert payloads.timing_attributes(call) == {"tfy.model.metric.latency_in_ms": 100.0}
