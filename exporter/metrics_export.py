@@ -39,7 +39,7 @@ from exporter.metrics import DeltaTracker, SpanMetrics, to_json, to_proto
 from exporter.retry import RETRYABLE_HTTP, backoff_delay, grpc_retry_delay, grpc_retryable, parse_retry_after
 from gateway.telemetry.wire import SpanBatch
 
-__all__ = ["MetricsExporter", "MetricsLaneCounters"]
+__all__ = ["MetricsExporter", "MetricsLaneCounters", "SpanFanout"]
 
 log = logging.getLogger("exporter.metrics")
 
@@ -259,6 +259,8 @@ class MetricsExporter:
             self.observe_errors += 1
             self.logs.warning("metrics:observe", "metrics exporter: cannot aggregate a batch: %r", exc)
 
+    submit = observe  # the ``SupportsSubmit`` shape of ExportPipeline, for the NATS subscriber
+
     def resource(self, cfg: MetricsDestination) -> dict[str, Any]:
         """The resource of one destination's requests."""
         agg = self.aggregator
@@ -334,3 +336,37 @@ class MetricsExporter:
                 await lane.close()
             except Exception as exc:  # best effort: the process is going away
                 log.warning("metrics exporter %s: close failed: %r", lane.cfg.name, exc)
+
+
+class SpanFanout:
+    """One ``submit`` target feeding the trace pipeline and the metrics exporter.
+
+    Has the shape both span sources expect (``start``, ``submit``, ``stop(timeout_s)``): the
+    embedded sink of ``Telemetry.from_config(pipeline=...)`` and ``SpanSubscriber(cfg, pipeline)``.
+    Metrics are folded in first: aggregation is synchronous and cannot be dropped by a full
+    trace queue, so metrics count every batch that reached the exporter.
+    """
+
+    def __init__(self, pipeline: Any, metrics: MetricsExporter) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+
+    async def start(self) -> None:
+        """Start both."""
+        await self.pipeline.start()
+        await self.metrics.start()
+
+    def submit(self, batch: SpanBatch) -> None:
+        """Hand one batch to both; never awaits."""
+        self.metrics.observe(batch)
+        self.pipeline.submit(batch)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Flush traces, then export metrics a last time, sharing ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        await self.pipeline.stop(timeout_s / 2)
+        await self.metrics.stop(max(0.1, deadline - time.monotonic()))
+
+    def __getattr__(self, name: str) -> Any:
+        # counters, destinations, queued(): whatever else callers read from the pipeline
+        return getattr(self.pipeline, name)

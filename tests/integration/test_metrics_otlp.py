@@ -152,3 +152,25 @@ async def test_no_destinations_is_inert() -> None:
     assert exporter.aggregator.spans == 0
     await exporter.start()
     await exporter.stop(1)
+
+
+async def test_fanout_feeds_traces_and_metrics(otlp_receiver: OtlpReceiver) -> None:  # noqa: F811
+    from exporter.config import Destination, ExporterConfig
+    from exporter.metrics_export import SpanFanout
+    from exporter.pipeline import ExportPipeline
+    from gateway.telemetry.wire import TracingConfig
+
+    traces = Destination(name="t", endpoint=otlp_receiver.traces_url)
+    pipeline = ExportPipeline(ExporterConfig(traces=[traces]), TracingConfig(), env={})
+    metrics = MetricsExporter(
+        [MetricsDestination(name="m", endpoint=otlp_receiver.metrics_url, interval_s=3600)]
+    )
+    fanout = SpanFanout(pipeline, metrics)
+    await fanout.start()
+    fanout.submit(batch(trace(), trace()))
+    await fanout.stop(5)
+    assert fanout.destinations == ["t"]  # the pipeline's own attributes stay reachable
+    assert len(otlp_receiver.spans()) == 2 * 3
+    got = [r for r in otlp_receiver.received if r.signal == "metrics"]
+    assert len(got) == 1
+    check_catalog(metrics_of(got[0]), CUMULATIVE, requests=2)
