@@ -27,6 +27,7 @@ too; the gateway counts them in ``llm_gateway_spans_dropped`` so the gap is visi
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,7 +95,9 @@ _RL_RULES = "applied_ratelimit_rule_ids"
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
-@dataclass(frozen=True, slots=True)
+# eq=False: identity hash. Instruments key the stream dicts, and a generated hash would
+# re-hash the bucket tuple on every lookup.
+@dataclass(frozen=True, slots=True, eq=False)
 class Instrument:
     """One metric: name, unit, kind, and bucket boundaries for histograms."""
 
@@ -182,6 +185,7 @@ CATALOG: Final = (
     RETRIES,
 )
 INSTRUMENTS: Final = (*GEN_AI, *CATALOG)
+_USAGE: Final = ((INPUT_TOKENS, _IN_TOKENS), (OUTPUT_TOKENS, _OUT_TOKENS), (REQUEST_COST, _COST))
 
 
 class Hist:
@@ -215,25 +219,20 @@ class MetricPoints:
 
 
 def _bucket(boundaries: tuple[float, ...], value: float) -> int:
-    # Upper bounds are inclusive (OTLP explicit buckets): (b[i-1], b[i]].
-    lo, hi = 0, len(boundaries)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if boundaries[mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    # Upper bounds are inclusive (OTLP explicit buckets: (b[i-1], b[i]]): bisect_left is exactly that.
+    return bisect_left(boundaries, value)
 
 
 def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+    """A number attribute, or ``None`` (bools and strings are not numbers here)."""
+    t = type(value)
+    if t is int or t is float:
+        return value
+    return None
 
 
 def _key(pairs: Iterable[tuple[str, Any]]) -> AttrKey:
-    return tuple((k, v) for k, v in pairs if v is not None and v != "")
+    return tuple([(k, v) for k, v in pairs if v is not None and v != ""])
 
 
 def metadata_label_name(key: str) -> str:
@@ -295,7 +294,9 @@ class SpanMetrics:
     def _observe_trace(self, spans: list[Span]) -> None:
         ids = {s.span_id for s in spans}
         root = next((s for s in spans if s.kind == SPAN_KIND_SERVER and s.parent_span_id not in ids), None)
-        clients = sorted((s for s in spans if s.kind == SPAN_KIND_CLIENT), key=lambda s: s.start_ns)
+        clients = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
+        if len(clients) > 1:
+            clients.sort(key=_start_ns)
         for c in clients:
             if _OP in c.attributes:
                 self._observe_client(c)
@@ -341,15 +342,10 @@ class SpanMetrics:
                 labels.append((name, v if isinstance(v, str) else ("" if v is None else str(v))))
         key = tuple(labels)  # every label always present, as in Prometheus
 
-        def usage(attr: str) -> float | None:
-            own = _num(a.get(attr))
-            if own is not None:
-                return own
-            vals = [v for c in clients if (v := _num(c.attributes.get(attr))) is not None]
-            return sum(vals) if vals else None
-
-        for inst, attr in ((INPUT_TOKENS, _IN_TOKENS), (OUTPUT_TOKENS, _OUT_TOKENS), (REQUEST_COST, _COST)):
-            n = usage(attr)
+        for inst, attr in _USAGE:
+            n = _num(a.get(attr))
+            if n is None:  # not on the root: the sum over the upstream attempts
+                n = sum([v for c in clients if (v := _num(c.attributes.get(attr))) is not None])
             if n:
                 self._add(inst, key, n)
         latency = _num(a.get(_LATENCY_MS))
@@ -418,6 +414,10 @@ class SpanMetrics:
     def collect(self, now_ns: int) -> list[MetricPoints]:
         """Cumulative points of every instrument with data, window ``[start_ns, now_ns]``."""
         return _points(self.snapshot(), "cumulative", self.start_ns or now_ns, now_ns)
+
+
+def _start_ns(span: Span) -> int:
+    return span.start_ns
 
 
 def _metadata(value: Any) -> Mapping[str, Any]:

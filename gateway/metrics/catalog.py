@@ -121,6 +121,7 @@ class _Series:
         "output_tokens",
         "processing",
         "status",
+        "status_children",
     )
 
     def __init__(self, key: tuple[str, ...]) -> None:
@@ -135,6 +136,7 @@ class _Series:
         self.first_token = [0.0] * (len(FIRST_TOKEN_MS_BUCKETS) + 2)
         self.inter_token = [0.0] * (len(INTER_TOKEN_MS_BUCKETS) + 2)
         self.status: dict[int, int] = {}
+        self.status_children: dict[int, Any] = {}  # status code -> llm_gateway_requests child
 
 
 class Metrics:
@@ -185,7 +187,7 @@ class Metrics:
         self._dirty: list[_Series] = []
         self._pending: dict[Any, float] = {}  # child of a one-off counter -> amount to add
         self._errors: dict[tuple[str, str], Any] = {}
-        self._by_name: dict[Any, dict[Any, Any]] = {}  # metric -> rule id | target -> child
+        self._by_name: dict[Any, dict[str, Any]] = {}  # metric -> rule id | target | reason -> child
         self._pipeline_last: dict[str, int] = {}
         self._inflight = 0
         self._inflight_written: int | None = None
@@ -406,7 +408,7 @@ class Metrics:
             _flush_histogram(h_inter, s.inter_token)
             for status, n in s.status.items():
                 if n:
-                    self._named_status(s, status).inc(n)
+                    self._status_child(s, status).inc(n)
             s.status.clear()
         if self._pending:
             pending, self._pending = self._pending, {}
@@ -465,13 +467,10 @@ class Metrics:
             self.inter_token_latency_ms.labels(*key),
         )
 
-    def _named_status(self, s: _Series, status: int) -> Any:
-        cache = self._by_name.get(s)
-        if cache is None:
-            cache = self._by_name[s] = {}
-        child = cache.get(status)
+    def _status_child(self, s: _Series, status: int) -> Any:
+        child = s.status_children.get(status)
         if child is None:
-            child = cache[status] = self.requests.labels(*s.key, str(status))
+            child = s.status_children[status] = self.requests.labels(*s.key, str(status))
         return child
 
     def _metadata_values(self, metadata: Mapping[str, Any] | None) -> list[str]:
