@@ -13,6 +13,7 @@ import time
 import timeit
 from collections.abc import Callable
 
+from exporter import enrich
 from gateway.telemetry import payloads, spans
 from gateway.telemetry.ring import TraceRing
 from gateway.telemetry.spans import SPAN_KIND_CLIENT, RequestTrace
@@ -95,16 +96,16 @@ def main() -> None:
         ("new trace context (with traceparent)", lambda: RequestTrace.start("POST", "/v1/x", TP), 200_000),
         ("bare trace: 4 spans, no attributes, finish", bare_trace, 50_000),
         ("chat trace: 4 spans + 15 attributes + traceparent out, finish", chat_trace, 50_000),
-        ("request params view decode", lambda: payloads.decode_request_params(BODY), 100_000),
-        ("response summary (non-stream body)", lambda: payloads.response_summary(RESPONSE), 100_000),
-        ("input_short_hand", lambda: payloads.input_short_hand(BODY), 100_000),
+        ("request params view decode", lambda: enrich.decode_request_params(BODY), 100_000),
+        ("response summary (non-stream body)", lambda: enrich.response_summary(RESPONSE), 100_000),
+        ("input_short_hand", lambda: enrich.input_short_hand(BODY), 100_000),
     ]
     sse = [
         b'data: {"id":"c1","model":"gpt-4o","created":1,"choices":[{"index":0,"delta":{"content":"tok "}}]}\n\n'
     ] * 100 + [
         b'data: {"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
     ]
-    rows.append(("assemble_stream (100 chunks)", lambda: payloads.assemble_stream(sse), 2_000))
+    rows.append(("assemble_stream (100 chunks)", lambda: enrich.assemble_stream(sse), 2_000))
 
     trace = chat_trace()
     ring = TraceRing(1 << 30, 1 << 30)

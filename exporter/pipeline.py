@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from exporter.config import ExporterConfig, env_destination
 from exporter.destinations import ExportResult, LogLimiter, SpanDestination, build_destination
+from exporter.enrich import enrich_batch
 from gateway.telemetry.wire import SpanBatch, TracingConfig
 
 __all__ = ["DestinationCounters", "ExportPipeline"]
@@ -136,6 +137,11 @@ class ExportPipeline:
         running) the batch is dropped for that destination and counted.
         """
         n = len(batch.spans)
+        if self._lanes and self._accepting:
+            try:
+                enrich_batch(batch)  # once, before any destination strips request data
+            except Exception:  # a bad body must not cost the batch: send it as recorded
+                self._logs.warning("enrich", "exporter: enriching a batch failed; sent as recorded")
         for lane in self._lanes:
             if not self._accepting:
                 lane.counters.drop("not_running", 1, n)

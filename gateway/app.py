@@ -19,10 +19,11 @@ import signal
 from typing import Any
 
 from gateway.config import GatewayConfig, load_config
-from gateway.errors import MethodNotAllowed, NotFound, error_response
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
 from gateway.proxy import handle_llm, respond_json
 from gateway.reload import ConfigReloader
 from gateway.runtime import Runtime
+from gateway.telemetry.drain import Telemetry
 
 log = logging.getLogger("gateway")
 
@@ -42,6 +43,7 @@ class GatewayApp:
         self._config_path = config_path
         self.runtime: Runtime | None = None
         self.reloader: ConfigReloader | None = None
+        self.telemetry: Telemetry | None = None
         self.draining = False
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -51,6 +53,10 @@ class GatewayApp:
         path = self._config_path or os.environ.get("GATEWAY_CONFIG")
         config = self._config or load_config(path)  # type: ignore[arg-type]
         self.runtime = Runtime(config)
+        self.runtime.start(loop)
+        # Process wiring, not per-config: the ring and its drain task survive config reloads.
+        self.telemetry = Telemetry.from_config(config.tracing, config.exporter)
+        self.telemetry.start_on(loop)
         self.reloader = ConfigReloader(config, self.swap_runtime, path, config.reload.poll_interval_s)
         cluster = config.cluster
         kv = None
@@ -65,7 +71,9 @@ class GatewayApp:
 
     def swap_runtime(self, config: GatewayConfig) -> None:
         """Build a runtime for ``config`` and make it current; the old one closes after the drain timeout."""
-        old, self.runtime = self.runtime, Runtime(config, previous=self.runtime)
+        new = Runtime(config, previous=self.runtime)
+        new.start(asyncio.get_running_loop())
+        old, self.runtime = self.runtime, new
         if old is not None:
             task = asyncio.ensure_future(self._retire(old, config.server.drain_timeout_s))
             self._retired.add(task)
@@ -93,6 +101,8 @@ class GatewayApp:
             task.cancel()
         if self.runtime is not None:
             await self.runtime.aclose()
+        if self.telemetry is not None:
+            await self.telemetry.stop(5.0)  # final flush of the ring, then drain NATS / the exporter
 
     # --- routing ------------------------------------------------------------------------------
 
@@ -103,7 +113,8 @@ class GatewayApp:
         endpoint = LLM_ROUTES.get(path)
         if endpoint is not None:
             if method == "POST":
-                await handle_llm(rt, scope, proto, endpoint)
+                assert self.telemetry is not None
+                await handle_llm(rt, self.telemetry, scope, proto, endpoint)
             else:
                 self._error(
                     proto,
@@ -117,7 +128,12 @@ class GatewayApp:
                     proto, MethodNotAllowed(f"{method} is not allowed on {path}; use GET"), [("allow", "GET")]
                 )
             elif path == "/v1/models":
-                respond_json(proto, 200, rt.models_body)
+                try:
+                    principal = rt.access.authenticate(scope.headers.get)
+                except GatewayError as exc:
+                    self._error(proto, exc, [])
+                    return
+                respond_json(proto, 200, rt.visible_models_body(principal))
             elif path == "/healthz":
                 respond_json(proto, 200, b'{"status":"ok"}')
             elif self.draining:

@@ -14,6 +14,7 @@ their responses are translated back.
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter_ns
 from typing import Any
 
 from gateway.body import ParsedRequest
@@ -42,6 +43,7 @@ class Attempt:
         "relay",
         "translator",
         "first_out",
+        "first_pc",
         "relayed_headers",
     )
 
@@ -53,6 +55,7 @@ class Attempt:
         self.relay: StreamRelay | None = None
         self.translator: anthropic.AnthropicStreamTranslator | None = None
         self.first_out = b""
+        self.first_pc = 0  # perf_counter_ns() when the first client-visible bytes were ready
         self.relayed_headers: list[tuple[str, str]] = []
 
     def feed(self, chunk: bytes) -> bytes:
@@ -147,6 +150,7 @@ async def run_attempt(
         data = await resp.read()
         attempt.body = anthropic.translate_response(data) if is_anthropic else data
         attempt.content_type = "application/json" if is_anthropic else (content_type or "application/json")
+        attempt.first_pc = perf_counter_ns()
         return attempt
 
     attempt.resp = resp
@@ -179,8 +183,11 @@ async def _read_first_output(attempt: Attempt, resp: Any, entry: PlanEntry) -> N
 
     if entry.ttft_timeout_s is None:
         attempt.first_out = await first()
-        return
-    try:
-        attempt.first_out = await asyncio.wait_for(first(), entry.ttft_timeout_s)
-    except TimeoutError:
-        raise TTFTTimeout(f"no first token from {entry.target} within {entry.ttft_timeout_s:g}s") from None
+    else:
+        try:
+            attempt.first_out = await asyncio.wait_for(first(), entry.ttft_timeout_s)
+        except TimeoutError:
+            raise TTFTTimeout(
+                f"no first token from {entry.target} within {entry.ttft_timeout_s:g}s"
+            ) from None
+    attempt.first_pc = perf_counter_ns()

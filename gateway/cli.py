@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "hash-key":
-        return hash_key(sys.stdin.read())
+        from gateway.access import hash_key_main
+
+        return hash_key_main()
     return serve(args)
 
 
@@ -79,21 +81,11 @@ def check_config(path: str) -> int:
     return 0
 
 
-def hash_key(text: str) -> int:
-    """Print the sha256 hex digest of the key (one trailing newline stripped)."""
-    import hashlib
-
-    key = text[:-1] if text.endswith("\n") else text
-    if not key:
-        print("hash-key: no key on stdin", file=sys.stderr)
-        return 2
-    print(hashlib.sha256(key.encode()).hexdigest())
-    return 0
-
-
 def _startup_warnings(cfg: GatewayConfig) -> None:
-    if cfg.auth is None:
-        log.warning("no 'auth' section: the gateway is OPEN, any client may call any model")
+    from gateway.access import startup_warnings
+
+    for line in startup_warnings(cfg, cfg.cluster.nats_url if cfg.cluster is not None else None):
+        log.warning("%s", line)
     if not cfg.providers:
         log.warning("no providers configured: every model request will get 404")
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
+import msgspec
 from granian.rsgi import ProtocolClosed, ProtocolError
 
+from gateway.access import Decision
 from gateway.attempt import Attempt, TTFTTimeout, run_attempt
 from gateway.body import ParsedRequest, parse_request
 from gateway.errors import (
@@ -28,7 +29,36 @@ from gateway.errors import (
     sse_error_event,
 )
 from gateway.routing import FailureKind, PlanEntry, RoutePlan, counts_as_failure, outcome_of
-from gateway.runtime import Runtime
+from gateway.runtime import ModelTarget, Runtime
+from gateway.sse import Usage, usage_of
+from gateway.telemetry.drain import Telemetry
+from gateway.telemetry.payloads import llm_request_attributes
+from gateway.telemetry.spans import (
+    GEN_AI_INPUT_TOKENS,
+    GEN_AI_OPERATION,
+    GEN_AI_OUTPUT_TOKENS,
+    GEN_AI_PROVIDER,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_REQUEST_STREAM,
+    GEN_AI_TTFC,
+    HTTP_STATUS,
+    SPAN_KIND_CLIENT,
+    SPAN_TYPES,
+    TFY_DESTINATION,
+    TFY_INPUT,
+    TFY_LATENCY_MS,
+    TFY_LB_RULE_IDS,
+    TFY_METADATA,
+    TFY_OUTPUT,
+    TFY_RL_RULE_IDS,
+    TFY_SPAN_TYPE,
+    TFY_SUBJECT,
+    TFY_TTFT_MS,
+    RequestTrace,
+)
+
+_encode_json = msgspec.json.Encoder().encode
+TFY_OUTPUT_SSE = "tfy.output.sse"  # raw SSE events; the exporter assembles them into tfy.output
 
 log = logging.getLogger("gateway.proxy")
 
@@ -56,50 +86,139 @@ async def read_body(scope: Any, proto: Any, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def new_request_id() -> str:
-    return os.urandom(16).hex()
+class Outcome:
+    """What the request path learned, for the trace (and metrics) recorded once at the end."""
+
+    __slots__ = (
+        "decision",
+        "status",
+        "error",
+        "target",
+        "provider_type",
+        "usage",
+        "first_pc",
+        "events",
+        "body_out",
+        "plan",
+    )
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.error: GatewayError | None = None
+        self.target: ModelTarget | None = None
+        self.usage: Usage | None = None
+        self.first_pc = 0
+        self.events: list[bytes] | None = None  # a stream's SSE events, as sent
+        self.body_out = b""
+        self.plan: RoutePlan | None = None
+        self.decision: Decision | None = None
 
 
-async def handle_llm(rt: Runtime, scope: Any, proto: Any, endpoint: str) -> None:
+async def handle_llm(rt: Runtime, tel: Telemetry, scope: Any, proto: Any, endpoint: str) -> None:
     """``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
-    request_id = new_request_id()
+    trace = RequestTrace.start("POST", scope.path, scope.headers.get("traceparent"))
+    request_id = trace.trace_id_hex
+    out = Outcome()
+    req: ParsedRequest | None = None
     try:
         body = await read_body(scope, proto, rt.max_body_bytes)
         req = parse_request(body, endpoint)
-        plan = rt.router.plan(req.model)
+
+        auth = trace.child("auth")
+        try:
+            decision = out.decision = rt.access.check(scope.headers.get, req.model)
+        except GatewayError as exc:
+            auth.fail(exc.code or type(exc).__name__, exc.message)
+            raise
+        finally:
+            auth.end()
+        auth.set(TFY_SUBJECT, decision.principal.subject)
+
+        resolution = trace.child("model resolution")
+        plan = out.plan = rt.router.plan(req.model)
         if plan is None:
+            resolution.fail("ModelNotFound")
             raise ModelNotFound(
                 f"model '{req.model}' does not exist or is not served by this gateway", param="model"
             )
-        attempt, entry = await _call_with_fallbacks(rt, plan, req, endpoint)
-        headers = [("x-request-id", request_id), ("x-tfy-resolved-model", entry.target)]
+        if plan.rule_ids:
+            resolution.set(TFY_LB_RULE_IDS, list(plan.rule_ids))
+        resolution.end()
+
+        attempt, entry = await _call_with_fallbacks(rt, trace, plan, req, endpoint, out)
+        headers = [
+            ("x-request-id", request_id),
+            ("x-tfy-resolved-model", entry.target),
+            *decision.response_headers,
+        ]
+        out.first_pc = attempt.first_pc
         if attempt.resp is None:
+            out.body_out = attempt.body
+            out.usage = usage_of(attempt.body)
             proto.response_bytes(200, [("content-type", attempt.content_type), *headers], attempt.body)
             return
-        await _relay_stream(proto, attempt, headers)
+        stream_span = trace.child("stream")
+        try:
+            await _relay_stream(proto, attempt, headers)
+        finally:
+            stream_span.end()
+            if attempt.relay is not None:
+                out.usage = attempt.relay.usage
+                out.events = attempt.relay.events
     except GatewayError as exc:
+        out.status, out.error = exc.status, exc
         status, headers, err_body = error_response(exc)
         proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
     except Exception:
         # Our own bug, never the client's input: log it with the id the client sees.
         log.exception("unhandled error in request %s", request_id)
-        status, headers, err_body = error_response(GatewayError("internal error"))
+        internal = GatewayError("internal error")
+        out.status, out.error = 500, internal
+        status, headers, err_body = error_response(internal)
         proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
+    finally:
+        if out.decision is not None and out.usage is not None:
+            # Token limits are charged with the real usage once the response (or stream) is done.
+            out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
+        if tel.enabled:
+            _record_trace(tel, trace, endpoint, req, out)
 
 
 async def _call_with_fallbacks(
-    rt: Runtime, plan: RoutePlan, req: ParsedRequest, endpoint: str
+    rt: Runtime, trace: RequestTrace, plan: RoutePlan, req: ParsedRequest, endpoint: str, out: Outcome
 ) -> tuple[Attempt, PlanEntry]:
-    """Walk the plan: retry a target per its ``retry_config``, then fall back to the next one."""
+    """Walk the plan: retry a target per its ``retry_config``, then fall back to the next one.
+
+    Every attempt gets its own CLIENT span and forwards a ``traceparent`` naming it."""
     router = rt.router
+    operation = SPAN_TYPES[endpoint][1]
     step = plan.first()
     while True:
         entry = step.entry
+        target = out.target = rt.models[entry.target]
+        span = trace.child(f"{operation} {entry.upstream_model}", SPAN_KIND_CLIENT)
+        span.update(
+            llm_request_attributes(
+                endpoint,
+                target.provider.type,
+                entry.upstream_model,
+                stream=req.stream,
+                server_address=target.server_address,
+                server_port=target.server_port,
+            )
+        )
+        if step.kind != "primary":
+            span.set("tfy.attempt.kind", step.kind)
         started = time.perf_counter()
         try:
-            attempt = await run_attempt(rt.models[entry.target], entry, req, endpoint, [])
+            attempt = await run_attempt(
+                target, entry, req, endpoint, [("traceparent", trace.traceparent_for(span))]
+            )
         except UpstreamError as exc:
             outcome = FailureKind.TTFT_TIMEOUT if isinstance(exc, TTFTTimeout) else outcome_of(exc)
+            span.set(HTTP_STATUS, exc.status)
+            span.fail(exc.code or type(exc).__name__, exc.message)
+            span.end()
             if counts_as_failure(outcome):
                 router.record(entry.target, False, time.perf_counter() - started)
             nxt = plan.next_step(step, outcome)
@@ -109,8 +228,61 @@ async def _call_with_fallbacks(
             if step.delay_s:
                 await asyncio.sleep(step.delay_s)
             continue
+        span.set(HTTP_STATUS, 200)
+        span.end()
         router.record(entry.target, True, time.perf_counter() - started)
         return attempt, entry
+
+
+def _record_trace(
+    tel: Telemetry, trace: RequestTrace, endpoint: str, req: ParsedRequest | None, out: Outcome
+) -> None:
+    """Finish the trace and hand it to the ring: only values already at hand, nothing decoded.
+
+    Body-derived attributes (request parameters, input short hand, response id and finish
+    reasons, the assembled stream) are added by the exporter (``exporter/enrich.py``)."""
+    try:
+        root = trace.root
+        span_type, operation = SPAN_TYPES[endpoint]
+        attrs = root.attributes
+        attrs[TFY_SPAN_TYPE] = span_type
+        attrs[GEN_AI_OPERATION] = operation
+        if req is not None:
+            attrs[TFY_INPUT] = req.body
+            attrs[GEN_AI_REQUEST_MODEL] = req.model
+            attrs[GEN_AI_REQUEST_STREAM] = req.stream
+        if out.target is not None:
+            attrs[GEN_AI_PROVIDER] = out.target.provider.type
+            if out.error is None:
+                attrs[TFY_DESTINATION] = out.target.model_id
+        if out.plan is not None and out.plan.rule_ids:
+            attrs[TFY_LB_RULE_IDS] = list(out.plan.rule_ids)
+        decision = out.decision
+        if decision is not None:
+            attrs[TFY_SUBJECT] = decision.principal.subject
+            if decision.metadata:
+                attrs[TFY_METADATA] = _encode_json(decision.metadata)
+            if decision.rule_ids:
+                attrs[TFY_RL_RULE_IDS] = list(decision.rule_ids)
+        if out.usage is not None:
+            attrs[GEN_AI_INPUT_TOKENS] = out.usage.prompt_tokens
+            attrs[GEN_AI_OUTPUT_TOKENS] = out.usage.completion_tokens
+        if out.events is not None:
+            attrs[TFY_OUTPUT_SSE] = b"".join(out.events)
+        elif out.body_out:
+            attrs[TFY_OUTPUT] = out.body_out
+        if out.first_pc:
+            ttft_ns = out.first_pc - root.start_pc
+            attrs[TFY_TTFT_MS] = ttft_ns / 1e6
+            attrs[GEN_AI_TTFC] = ttft_ns / 1e9
+        attrs[TFY_LATENCY_MS] = trace.elapsed_ms()
+        err = out.error
+        if err is None:
+            tel.record(trace.finish(out.status))
+        else:
+            tel.record(trace.finish(out.status, err.code or type(err).__name__, err.message))
+    except Exception:  # telemetry never fails a request
+        log.exception("recording a trace failed")
 
 
 async def _relay_stream(proto: Any, attempt: Attempt, headers: list[tuple[str, str]]) -> None:

@@ -7,11 +7,13 @@ under a request that is already running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.access import AccessControl, Principal
 from gateway.config import GatewayConfig, ProviderConfig
 from gateway.providers import anthropic
 from gateway.routing import Router
@@ -84,8 +86,13 @@ class Runtime:
             for m in p.models:
                 target = ModelTarget(p, m, self.clients[p.name])
                 self.models[target.model_id] = target
-        # Routing health (latency data, open breakers) survives a config reload.
+        # Routing health (latency data, open breakers), rate-limit counts and JWKS keys
+        # survive a config reload.
         self.router: Router = Router(config, previous=previous.router if previous is not None else None)
+        self.access: AccessControl = AccessControl.from_config(
+            config, previous=previous.access if previous is not None else None
+        )
+        self.open_access = self.access.authenticator is None
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
         self.all_model_ids = [*self.models, *self.router.virtual_models()]
         self.models_body = self.render_models(self.all_model_ids)
@@ -95,8 +102,26 @@ class Runtime:
         entries = [_ModelEntry(id=m, owned_by=self.model_owner.get(m, "llm-gateway")) for m in model_ids]
         return msgspec.json.encode(_ModelList(data=entries))
 
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start background work (JWKS refresh, fleet rate-limit sync) on ``loop``."""
+        cluster = self.config.cluster
+        if cluster is not None:
+            self.access.start_soon(loop, cluster.nats_url, cluster.subject_prefix)
+        else:
+            self.access.start_soon(loop)
+
+    def visible_models_body(self, principal: Principal) -> bytes:
+        """``GET /v1/models`` for one caller: only what the access rules let it use."""
+        if self.open_access:
+            return self.models_body
+        return self.render_models(self.access.visible_models(principal, self.all_model_ids))
+
     async def aclose(self) -> None:
-        """Close the pooled clients (after in-flight requests finished)."""
+        """Stop background work and close the pooled clients (after in-flight requests finished)."""
+        try:
+            await self.access.stop()
+        except Exception:
+            log.exception("stopping access control failed")
         for client in self.clients.values():
             try:
                 await client.aclose()

@@ -26,6 +26,23 @@ class _UsageView(msgspec.Struct):
 
 
 _decode_usage_view = msgspec.json.Decoder(_UsageView).decode
+
+
+class _BodyUsage(msgspec.Struct):
+    usage: Usage | None = None
+
+
+_decode_body_usage = msgspec.json.Decoder(_BodyUsage).decode
+
+
+def usage_of(body: bytes) -> Usage | None:
+    """Token usage of a non-streamed OpenAI response body (None when absent or unreadable)."""
+    try:
+        return _decode_body_usage(body).usage
+    except msgspec.DecodeError:
+        return None
+
+
 _SEP = b"\n\n"
 _DATA = b"data:"
 

@@ -126,6 +126,7 @@ class Telemetry:
     """
 
     def __init__(self, ring: TraceRing, drainer: Drainer | None, enabled: bool = True) -> None:
+        self._start_task: asyncio.Task[None] | None = None
         self.ring = ring
         self.counters: TelemetryCounters = ring.counters
         self.drainer = drainer
@@ -186,7 +187,18 @@ class Telemetry:
         if self.drainer is not None:
             await self.drainer.start()
 
+    def start_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Schedule :meth:`start` on ``loop``, which may not be running yet (``__rsgi_init__``)."""
+        if self._start_task is None:
+            self._start_task = loop.create_task(self.start(), name="telemetry-start")
+
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Flush the ring and drain the sink within ``timeout_s``."""
+        task, self._start_task = self._start_task, None
+        if task is not None:
+            try:
+                await task
+            except Exception as exc:  # start failed (logged by no one else): say so, then stop anyway
+                log.warning("telemetry: start-up had failed: %r", exc)
         if self.drainer is not None:
             await self.drainer.stop(timeout_s)

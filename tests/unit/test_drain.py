@@ -131,3 +131,18 @@ async def test_embedded_default_builds_the_real_pipeline() -> None:
     tel.record(trace())
     await tel.stop(1)
     assert tel.counters.published == 4  # no destinations configured: accepted and discarded
+
+
+def test_start_on_a_loop_that_is_not_running_yet() -> None:
+    # granian's __rsgi_init__ hands over a loop before it runs; __rsgi_del__ runs the shutdown.
+    rec = Recorder()
+    loop = asyncio.new_event_loop()
+    try:
+        tel = Telemetry.from_config(TracingConfig(flush_interval_ms=10), pipeline=rec)
+        tel.start_on(loop)
+        tel.record(trace())
+        loop.run_until_complete(asyncio.sleep(0.1))
+        loop.run_until_complete(tel.stop(1))
+    finally:
+        loop.close()
+    assert rec.events == ["start", "stop"] and sum(len(b.spans) for b in rec.batches) == 4

@@ -7,6 +7,7 @@ import json
 import msgspec
 import pytest
 
+from exporter import enrich
 from gateway.telemetry import payloads, spans
 from gateway.telemetry.spans import (
     SPAN_KIND_CLIENT,
@@ -152,7 +153,8 @@ def test_spans_encode_on_the_wire_with_bytes_input() -> None:
 
 def test_request_attributes() -> None:
     body = b'{"model":"gpt-4o","temperature":0.5,"max_tokens":10,"top_p":0.9,"seed":7,"stop":"END","stream":true,"messages":[]}'
-    params = payloads.decode_request_params(body)
+    params = enrich.decode_request_params(body)
+    assert params is not None
     attrs = payloads.llm_request_attributes(
         "chat",
         "openai",
@@ -160,8 +162,8 @@ def test_request_attributes() -> None:
         stream=True,
         server_address="api.openai.com",
         server_port=443,
-        params=params,
     )
+    attrs.update(enrich.request_param_attributes(params))
     assert attrs == {
         "tfy.span_type": "ChatCompletion",
         "gen_ai.operation.name": "chat",
@@ -180,7 +182,7 @@ def test_request_attributes() -> None:
         payloads.llm_request_attributes("embeddings", "openai", "e")["gen_ai.operation.name"] == "embeddings"
     )
     assert payloads.llm_request_attributes("completions", "openai", "c")["tfy.span_type"] == "Completion"
-    assert payloads.decode_request_params(b"not json") is None
+    assert enrich.decode_request_params(b"not json") is None
 
 
 def test_input_short_hand_flags_and_truncation() -> None:
@@ -203,28 +205,28 @@ def test_input_short_hand_flags_and_truncation() -> None:
             ],
         }
     ).encode()
-    sh = json.loads(payloads.input_short_hand(body))
+    sh = json.loads(enrich.input_short_hand(body))
     assert sh["role"] == "user" and sh["messages"] == 4
     assert len(sh["content"]) == 200 and sh["content"].endswith("…")
     assert sh["has_image"] is True and sh["has_audio"] is True and sh["has_file"] is False
     file_body = b'{"messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"f"}},{"type":"text","text":"sum it"}]}]}'
-    sh = json.loads(payloads.input_short_hand(file_body))
+    sh = json.loads(enrich.input_short_hand(file_body))
     assert sh["content"] == "sum it" and sh["has_file"] is True and sh["has_image"] is False
-    assert json.loads(payloads.input_short_hand(b'{"input":"embed me"}'))["content"] == "embed me"
-    assert json.loads(payloads.input_short_hand(b"]]garbage"))["has_file"] is False
+    assert json.loads(enrich.input_short_hand(b'{"input":"embed me"}'))["content"] == "embed me"
+    assert json.loads(enrich.input_short_hand(b"]]garbage"))["has_file"] is False
 
 
 def test_response_summary() -> None:
     body = b'{"id":"r1","model":"gpt-4o-2024","choices":[{"finish_reason":"stop"},{"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}'
-    s = payloads.response_summary(body)
-    assert payloads.response_attributes(s) == {
+    s = enrich.response_summary(body)
+    assert enrich.response_attributes(s) == {
         "gen_ai.response.id": "r1",
         "gen_ai.response.model": "gpt-4o-2024",
         "gen_ai.response.finish_reasons": ["stop", "length"],
         "gen_ai.usage.input_tokens": 3,
         "gen_ai.usage.output_tokens": 4,
     }
-    assert payloads.response_attributes(payloads.response_summary(b"{")) == {}
+    assert enrich.response_attributes(enrich.response_summary(b"{")) == {}
 
 
 def _sse(*events: dict) -> list[bytes]:
@@ -242,11 +244,7 @@ def test_assemble_stream_content_and_usage() -> None:
         {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
         {**base, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
     )
-    rec = payloads.StreamRecorder()
-    for c in chunks:
-        rec.feed(c)
-    assert rec.first_chunk_pc > 0
-    body, summary = rec.assemble()
+    body, summary = enrich.assemble_stream(chunks)
     doc = json.loads(body)
     assert doc["object"] == "chat.completion" and doc["id"] == "c1" and doc["model"] == "gpt-4o"
     assert doc["choices"] == [
@@ -312,7 +310,7 @@ def test_assemble_stream_tool_calls() -> None:
         {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
     )
     chunks.insert(0, b"data: {broken json\n\n: comment line\n\n")
-    body, summary = payloads.assemble_stream(chunks)
+    body, summary = enrich.assemble_stream(chunks)
     msg = json.loads(body)["choices"][0]
     assert msg["finish_reason"] == "tool_calls"
     assert msg["message"]["content"] is None
@@ -333,13 +331,13 @@ def test_assemble_legacy_completion_stream() -> None:
         {"id": "t", "model": "m", "choices": [{"index": 0, "text": "a"}]},
         {"id": "t", "model": "m", "choices": [{"index": 0, "text": "b", "finish_reason": "length"}]},
     )
-    doc = msgspec.json.decode(payloads.assemble_stream(chunks)[0])
+    doc = msgspec.json.decode(enrich.assemble_stream(chunks)[0])
     assert doc["object"] == "text_completion"
     assert doc["choices"] == [{"index": 0, "text": "ab", "finish_reason": "length"}]
 
 
 def test_assemble_empty_stream() -> None:
-    body, summary = payloads.assemble_stream([])
+    body, summary = enrich.assemble_stream([])
     assert json.loads(body)["choices"] == [] and summary.finish_reasons == []
 
 
@@ -351,7 +349,7 @@ def test_assemble_stream_usage_override() -> None:
             "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}],
         }
     )
-    body, summary = payloads.assemble_stream(chunks, usage=(5, 1))
+    body, summary = enrich.assemble_stream(chunks, usage=(5, 1))
     assert json.loads(body)["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
     assert (summary.input_tokens, summary.output_tokens) == (5, 1)
 
