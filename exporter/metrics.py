@@ -92,6 +92,9 @@ _COST, _ITL_MS = "tfy.model.metric.cost_in_usd", "tfy.model.metric.inter_token_l
 _SUBJECT, _METADATA = "tfy.request.created_by_subject", "tfy.request.metadata"
 _TENANT, _DESTINATION = "tfy.tenant_name", "tfy.data_routing.destination"
 _RL_RULES = "applied_ratelimit_rule_ids"
+_RL_RULE = "tfy.ratelimit.rule_id"  # the rule that refused a request (proposed to the gateway)
+_ATTEMPT_KIND = "tfy.attempt.kind"  # CLIENT spans: primary | retry | fallback
+_EMPTY: Final[Mapping[str, Any]] = {}
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -297,32 +300,41 @@ class SpanMetrics:
         clients = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
         if len(clients) > 1:
             clients.sort(key=_start_ns)
+        # The gateway records usage and time to first chunk once, on the root; they belong to
+        # the attempt that answered (the last one that did not fail), unless it carries its own.
+        served = next((c for c in reversed(clients) if c.status_code != STATUS_ERROR), None)
+        inherited = root.attributes if root is not None else {}
         for c in clients:
             if _OP in c.attributes:
-                self._observe_client(c)
+                self._observe_client(c, inherited if c is served else _EMPTY)
         if root is not None:
             self._observe_request(root, clients)
 
-    def _observe_client(self, c: Span) -> None:
+    def _observe_client(self, c: Span, inherited: Mapping[str, Any]) -> None:
         a = c.attributes
         common = (
             (_OP, a.get(_OP)),
             (_PROVIDER, a.get(_PROVIDER)),
             (_REQ_MODEL, a.get(_REQ_MODEL)),
-            (_RESP_MODEL, a.get(_RESP_MODEL)),
+            (_RESP_MODEL, a.get(_RESP_MODEL) or inherited.get(_RESP_MODEL)),
             (_ADDR, a.get(_ADDR)),
             (_PORT, a.get(_PORT)),
         )
         error = a.get(_ERROR) or ("_OTHER" if c.status_code == STATUS_ERROR else None)
         with_error = _key((*common, (_ERROR, error)))
         self._hist(OPERATION_DURATION, with_error, max(0, c.end_ns - c.start_ns) / 1e9)
-        ttfc = _num(a.get(_TTFC_S))
-        if ttfc is None and (ms := _num(a.get(_TTFT_MS))) is not None:
-            ttfc = ms / 1000
-        if ttfc is not None and a.get(_STREAM, True):
-            self._hist(TIME_TO_FIRST_CHUNK, with_error, ttfc)
+        if a.get(_STREAM, True):
+            ttfc = _num(a.get(_TTFC_S))
+            if ttfc is None and (ms := _num(a.get(_TTFT_MS))) is not None:
+                ttfc = ms / 1000
+            if ttfc is None:
+                ttfc = _num(inherited.get(_TTFC_S))
+            if ttfc is not None:
+                self._hist(TIME_TO_FIRST_CHUNK, with_error, ttfc)
+        own_usage = _IN_TOKENS in a or _OUT_TOKENS in a
+        source = a if own_usage else inherited
         for token_type, attr in (("input", _IN_TOKENS), ("output", _OUT_TOKENS)):
-            n = _num(a.get(attr))
+            n = _num(source.get(attr))
             if n is not None:
                 self._hist(TOKEN_USAGE, _key((*common, ("gen_ai.token.type", token_type))), n)
 
@@ -365,17 +377,23 @@ class SpanMetrics:
         error = a.get(_ERROR)
         if error:
             self._add(ERRORS, (("model_name", key[0][1]), ("error_type", str(error))), 1)
-        rules = a.get(_RL_RULES)
-        if status == 429 and not clients and rules:
+        if status == 429 and not clients:
             # Refused before any upstream call: the gateway's own rate limit, not the provider's.
+            rules = a.get(_RL_RULES) or a.get(_RL_RULE) or "unknown"
             for rule in [rules] if isinstance(rules, str) else rules:
                 self._add(RATE_LIMITED, (("rule_id", str(rule)),), 1)
         previous = None
         for c in clients:
-            target = c.attributes.get(_DESTINATION) or c.attributes.get(_REQ_MODEL) or ""
-            if previous is not None:
-                # Another attempt at the same target is a retry; at another target, a fallback.
-                self._add(RETRIES if target == previous else FALLBACKS, (("target", str(target)),), 1)
+            ca = c.attributes
+            target = ca.get(_DESTINATION) or ca.get(_REQ_MODEL) or ""
+            kind = ca.get(_ATTEMPT_KIND)
+            if kind is None and previous is not None:
+                # Without the gateway's label: the same target again is a retry, another a fallback.
+                kind = "retry" if target == previous else "fallback"
+            if kind == "retry":
+                self._add(RETRIES, (("target", str(target)),), 1)
+            elif kind == "fallback":
+                self._add(FALLBACKS, (("target", str(target)),), 1)
             previous = target
 
     # --- stream updates -------------------------------------------------------------------------
