@@ -332,3 +332,49 @@ def test_hist_copy_is_deep() -> None:
     c = h.copy()
     c.buckets[0] = 5
     assert h.buckets[0] == 1
+
+
+def test_gateway_span_layout_usage_on_root_and_attempt_kinds() -> None:
+    """As gateway/proxy.py records: usage and TTFC on the root, attempts labelled by kind."""
+    no_usage = {"gen_ai.usage.input_tokens": None, "gen_ai.usage.output_tokens": None}
+    t = trace(
+        root_attrs={
+            "gen_ai.usage.input_tokens": 7,
+            "gen_ai.usage.output_tokens": 3,
+            "gen_ai.response.time_to_first_chunk": 0.25,
+        },
+        attempts=[
+            {**no_usage, "error.type": "upstream_error", "gen_ai.request.stream": True},
+            {
+                **no_usage,
+                "tfy.attempt.kind": "retry",
+                "error.type": "upstream_error",
+                "gen_ai.request.stream": True,
+            },
+            {
+                **no_usage,
+                "tfy.attempt.kind": "fallback",
+                "tfy.data_routing.destination": "azure-eu/gpt-4o",
+                "gen_ai.request.stream": True,
+            },
+        ],  # fmt: skip
+    )
+    agg = SpanMetrics()
+    agg.observe(batch(t))
+    pts = agg.collect(T0 + 1)
+    usage = streams(pts, "gen_ai.client.token.usage")
+    assert sorted(h.sum for h in usage.values()) == [3, 7]  # once, on the attempt that answered
+    assert one(pts, "gen_ai.client.operation.time_to_first_chunk").count == 1
+    assert one(pts, "gen_ai.client.operation.duration", **{"error.type": "upstream_error"}).count == 2
+    assert one(pts, "llm_gateway_retries", target="openai-main/gpt-4o") == 1
+    assert one(pts, "llm_gateway_fallbacks", target="azure-eu/gpt-4o") == 1
+    assert one(pts, "llm_gateway_input_tokens") == 7
+
+
+def test_rate_limited_without_rule_attribute() -> None:
+    agg = SpanMetrics()
+    agg.observe(batch(trace(status=429, attempts=[], root_attrs={"error.type": "rate_limit_exceeded"})))
+    agg.observe(batch(trace(status=429, attempts=[], root_attrs={"tfy.ratelimit.rule_id": "rpm"})))
+    pts = agg.collect(T0 + 1)
+    assert one(pts, "llm_gateway_rate_limit_rejections", rule_id="unknown") == 1
+    assert one(pts, "llm_gateway_rate_limit_rejections", rule_id="rpm") == 1
