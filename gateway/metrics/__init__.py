@@ -4,7 +4,13 @@
 package: see :mod:`gateway.metrics.multiproc` for why the import moment matters.
 """
 
-from gateway.metrics.catalog import LABELS, Metrics, metadata_label_name, render_multiprocess
+from gateway.metrics.catalog import (
+    LABELS,
+    Metrics,
+    mean_inter_token_ms,
+    metadata_label_name,
+    render_multiprocess,
+)
 from gateway.metrics.multiproc import (
     cleanup_multiprocess_dir,
     mark_worker_dead,
@@ -22,6 +28,7 @@ __all__ = [
     "cleanup_multiprocess_dir",
     "load_default_prices",
     "mark_worker_dead",
+    "mean_inter_token_ms",
     "metadata_label_name",
     "prepare_multiprocess_dir",
     "render_multiprocess",

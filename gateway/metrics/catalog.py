@@ -44,7 +44,7 @@ import contextlib
 import logging
 import re
 from bisect import bisect_left as _bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -61,6 +61,7 @@ __all__ = [
     "OTHER",
     "PROCESSING_MS_BUCKETS",
     "Metrics",
+    "mean_inter_token_ms",
     "metadata_label_name",
     "render_multiprocess",
 ]
@@ -191,6 +192,7 @@ class Metrics:
         self._pipeline_last: dict[str, int] = {}
         self._inflight = 0
         self._inflight_written: int | None = None
+        self._flush_hooks: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
 
         if self.multiprocess_dir:
@@ -386,8 +388,23 @@ class Metrics:
 
     # --- flushing and exposition ------------------------------------------------------------
 
+    def add_flush_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` at the start of every flush, e.g. to fold in the tracing pipeline's counters::
+
+            metrics.add_flush_hook(lambda: metrics.update_from_telemetry(tel.counters, tel.connected))
+
+        Every worker then publishes its own pipeline numbers each flush, not only the one scraped.
+        A hook that raises is logged and skipped; the flush goes on.
+        """
+        self._flush_hooks.append(hook)
+
     def flush(self) -> None:
         """Move everything recorded since the last flush into ``prometheus_client``."""
+        for hook in self._flush_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("metrics flush hook failed")
         dirty, self._dirty = self._dirty, []
         for s in dirty:
             s.dirty = False
@@ -537,6 +554,14 @@ class Metrics:
             child = self._child(cache, metric, (value,))
             cache[value] = child
         return child
+
+
+def mean_inter_token_ms(latency_ms: float, ttft_ms: float | None, output_tokens: int | None) -> float | None:
+    """Mean time between output tokens of a stream: the time after the first token over the
+    remaining tokens; ``None`` when it cannot be known (no first token, fewer than two tokens)."""
+    if ttft_ms is None or not output_tokens or output_tokens < 2:
+        return None
+    return max(0.0, latency_ms - ttft_ms) / (output_tokens - 1)
 
 
 def _no_metadata(_key: str) -> None:

@@ -265,3 +265,34 @@ def test_prepare_owned_temp_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     assert os.path.isdir(path) and os.environ[ENV_VAR] == path
     cleanup_multiprocess_dir(path)
     assert not os.path.exists(path)
+
+
+def test_flush_hooks_feed_pipeline_counters() -> None:
+    from gateway.telemetry.ring import TelemetryCounters
+
+    m = Metrics()
+    counters = TelemetryCounters()
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("a bug in a hook must not stop the flush")
+
+    m.add_flush_hook(broken)
+    m.add_flush_hook(lambda: m.update_from_telemetry(counters, True))
+    counters.recorded, counters.published = 5, 4
+    counters.drop("ring_full", 1)
+    body = m.render()[1]
+    assert calls == [1]
+    assert value(body, "llm_gateway_spans_recorded_total") == 5
+    assert value(body, "llm_gateway_spans_dropped_total", reason="ring_full") == 1
+    assert value(body, "llm_gateway_nats_connected") == 1
+
+
+def test_mean_inter_token_ms() -> None:
+    from gateway.metrics import mean_inter_token_ms
+
+    assert mean_inter_token_ms(1000.0, 100.0, 10) == pytest.approx(100.0)
+    assert mean_inter_token_ms(1000.0, None, 10) is None
+    assert mean_inter_token_ms(1000.0, 100.0, 1) is None
+    assert mean_inter_token_ms(50.0, 100.0, 3) == 0.0
