@@ -343,8 +343,9 @@ class SpanFanout:
 
     Has the shape both span sources expect (``start``, ``submit``, ``stop(timeout_s)``): the
     embedded sink of ``Telemetry.from_config(pipeline=...)`` and ``SpanSubscriber(cfg, pipeline)``.
-    Metrics are folded in first: aggregation is synchronous and cannot be dropped by a full
-    trace queue, so metrics count every batch that reached the exporter.
+    The pipeline goes first because it enriches the batch in place (``exporter/enrich.py``:
+    ``gen_ai.response.model`` and friends from the bodies) when it has trace destinations;
+    metrics then see those attributes too. A full trace queue never affects the metrics.
     """
 
     def __init__(self, pipeline: Any, metrics: MetricsExporter) -> None:
@@ -358,8 +359,10 @@ class SpanFanout:
 
     def submit(self, batch: SpanBatch) -> None:
         """Hand one batch to both; never awaits."""
-        self.metrics.observe(batch)
-        self.pipeline.submit(batch)
+        try:
+            self.pipeline.submit(batch)
+        finally:
+            self.metrics.observe(batch)
 
     async def stop(self, timeout_s: float) -> None:
         """Flush traces, then export metrics a last time, sharing ``timeout_s``."""
