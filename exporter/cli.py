@@ -45,6 +45,7 @@ class ExporterSettings(msgspec.Struct, frozen=True):
 
     tracing: TracingConfig
     exporter: ExporterConfig
+    metadata_label_keys: tuple[str, ...] = ()  # the gateway's metrics.metadata_label_keys
 
 
 def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
@@ -100,7 +101,9 @@ def parse_settings(text: str, env: Mapping[str, str] | None = None) -> ExporterS
         raise ConfigProblem(
             "tracing.nats: required by gateway-exporter (without it the gateway exports in-process)"
         )
-    return ExporterSettings(tracing, exporter)
+    metrics = raw.get("metrics") or {}
+    keys = metrics.get("metadata_label_keys") or [] if isinstance(metrics, dict) else []
+    return ExporterSettings(tracing, exporter, tuple(str(k) for k in keys))
 
 
 def load_settings(path: str, env: Mapping[str, str] | None = None) -> ExporterSettings:
@@ -133,7 +136,14 @@ async def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    pipeline = ExportPipeline(settings.exporter, settings.tracing)
+    pipeline: Any = ExportPipeline(settings.exporter, settings.tracing)
+    if settings.exporter.metrics:
+        from exporter.metrics_export import MetricsExporter, SpanFanout
+
+        pipeline = SpanFanout(
+            pipeline,
+            MetricsExporter(settings.exporter.metrics, metadata_label_keys=settings.metadata_label_keys),
+        )
     await pipeline.start()
     subscriber = SpanSubscriber(settings.tracing.nats, pipeline, name=f"gateway-exporter {os.getpid()}")
     await subscriber.start()

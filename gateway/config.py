@@ -256,13 +256,22 @@ def _check_core(cfg: GatewayConfig) -> Iterator[str]:
         yield "cluster.nats_url: expected a nats:// or tls:// URL"
 
 
+def _check_metrics(cfg: GatewayConfig) -> Iterator[str]:
+    from gateway.metrics import PriceError, PriceTable
+
+    try:
+        PriceTable.from_config(cfg.metrics.prices_file, cfg.metrics.prices)
+    except PriceError as exc:
+        yield f"metrics.prices: {exc}"
+
+
 def _semantic_checks() -> list[SemanticCheck]:
     # Imported here: each capability owns the checks of its own section.
     from exporter.config import check_exporter
     from gateway.access.config import check_access
     from gateway.routing.config import check_routing
 
-    return [_check_core, check_access, check_routing, check_exporter]
+    return [_check_core, check_access, check_routing, check_exporter, _check_metrics]
 
 
 # --- entry points --------------------------------------------------------------------------------
