@@ -223,7 +223,7 @@ async def test_nats_mode_survives_nats_and_exporter_outages(
             nats.stop()  # the broker goes away: requests must not notice
             during = [await chat() for _ in range(20)]
             assert [r.status_code for r in during] == [200] * 20
-            assert max(r.elapsed.total_seconds() for r in during) < 1.0
+            assert max(r.elapsed.total_seconds() for r in during) < 2.0  # no NATS timeout in the path
 
             nats.start()  # same port: gateway and exporter reconnect on their own
             await exported_after_retries("after NATS came back")
