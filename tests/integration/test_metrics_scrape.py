@@ -63,7 +63,8 @@ def test_scrape_reports_exact_totals_of_all_workers(gateway_factory: Callable[..
         httpx.post(gw.url + "/v1/chat/completions", json={**chat, "model": "mock/error-400"}).status_code
     )
     emb = {"model": "mock/text-embedding-3-small", "input": "x"}
-    statuses += [httpx.post(gw.url + "/v1/embeddings", json=emb).status_code for _ in range(2)]
+    with httpx.Client(base_url=gw.url) as one_connection:  # one worker: limits are per process here
+        statuses += [one_connection.post("/v1/embeddings", json=emb).status_code for _ in range(2)]
     assert sorted(statuses) == [200] * 13 + [400, 429]
     tokens_in += 4
 
