@@ -223,6 +223,7 @@ async def _call_with_fallbacks(
                 server_port=target.server_port,
             )
         )
+        span.set(TFY_DESTINATION, entry.target)  # per attempt: retries and fallbacks name their target
         if step.kind != "primary":
             span.set("tfy.attempt.kind", step.kind)
         started = time.perf_counter()

@@ -21,7 +21,7 @@ llm_gateway_requests_in_flight         gauge      (multiprocess: livesum)
 llm_gateway_spans_recorded             counter
 llm_gateway_spans_published            counter
 llm_gateway_spans_dropped              counter    reason
-llm_gateway_nats_connected             gauge      (multiprocess: livemax)
+llm_gateway_nats_connected             gauge      (multiprocess: livemin)
 =====================================  =========  =============================================
 
 "metadata…" is one ``llm_gateway_metadata_<key>`` label per key in ``metrics.metadata_label_keys``
@@ -259,9 +259,9 @@ class Metrics:
         self.spans_dropped = counter("llm_gateway_spans_dropped", "Spans dropped, by reason.", ("reason",))
         self.nats_connected = Gauge(
             "llm_gateway_nats_connected",
-            "1 when a worker's span publisher is connected to NATS.",
+            "1 when every worker's span publisher is connected to NATS (0 if any is not).",
             registry=registry,
-            multiprocess_mode="livemax",
+            multiprocess_mode="livemin",
         )
         self._other_key = (OTHER,) * len(labels)
 

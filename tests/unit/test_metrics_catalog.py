@@ -240,7 +240,7 @@ def test_multiprocess_totals_and_dead_workers(tmp_path: Any, monkeypatch: pytest
         assert value(body, "llm_gateway_request_processing_ms_bucket", le="50.0") == 51 + 30
         assert value(body, "llm_gateway_rate_limit_rejections_total", rule_id="rpm") == 2
         assert value(body, "llm_gateway_requests_in_flight") == 2  # livesum
-        assert value(body, "llm_gateway_nats_connected") == 1  # livemax
+        assert value(body, "llm_gateway_nats_connected") == 1  # livemin
         assert value(body, "llm_gateway_spans_recorded_total") == 500
         assert value(body, "llm_gateway_spans_dropped_total", reason="ring_full") == 2
     finally:
