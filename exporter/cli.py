@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import signal
 import sys
 import time
@@ -27,13 +26,11 @@ import yaml
 
 from exporter.config import ExporterConfig
 from exporter.subscriber import SpanSubscriber
-from gateway.telemetry.wire import TracingConfig
+from gateway.telemetry.wire import TracingConfig, substitute_env
 
 __all__ = ["ExporterSettings", "load_settings", "main"]
 
 log = logging.getLogger("exporter")
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class ConfigProblem(Exception):
@@ -45,27 +42,7 @@ class ExporterSettings(msgspec.Struct, frozen=True):
 
     tracing: TracingConfig
     exporter: ExporterConfig
-
-
-def _substitute(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
-    # Substitution on parsed scalars, never on YAML text, so a secret cannot alter structure.
-    if isinstance(value, str):
-
-        def repl(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append(f"{path or '<root>'}: environment variable {name} is not set")
-            return ""
-
-        return _ENV_REF.sub(repl, value)
-    if isinstance(value, dict):
-        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
-    return value
+    metadata_label_keys: tuple[str, ...] = ()  # the gateway's metrics.metadata_label_keys
 
 
 def parse_settings(text: str, env: Mapping[str, str] | None = None) -> ExporterSettings:
@@ -83,7 +60,7 @@ def parse_settings(text: str, env: Mapping[str, str] | None = None) -> ExporterS
         raise ConfigProblem("<root>: expected a mapping")
     problems: list[str] = []
     sections = {
-        key: _substitute(raw.get(key) or {}, key, os.environ if env is None else env, problems)
+        key: substitute_env(raw.get(key) or {}, key, os.environ if env is None else env, problems)
         for key in ("tracing", "exporter")
     }
     if problems:
@@ -100,7 +77,9 @@ def parse_settings(text: str, env: Mapping[str, str] | None = None) -> ExporterS
         raise ConfigProblem(
             "tracing.nats: required by gateway-exporter (without it the gateway exports in-process)"
         )
-    return ExporterSettings(tracing, exporter)
+    metrics = raw.get("metrics") or {}
+    keys = metrics.get("metadata_label_keys") or [] if isinstance(metrics, dict) else []
+    return ExporterSettings(tracing, exporter, tuple(str(k) for k in keys))
 
 
 def load_settings(path: str, env: Mapping[str, str] | None = None) -> ExporterSettings:
@@ -133,7 +112,14 @@ async def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    pipeline = ExportPipeline(settings.exporter, settings.tracing)
+    pipeline: Any = ExportPipeline(settings.exporter, settings.tracing)
+    if settings.exporter.metrics:
+        from exporter.metrics_export import MetricsExporter, SpanFanout
+
+        pipeline = SpanFanout(
+            pipeline,
+            MetricsExporter(settings.exporter.metrics, metadata_label_keys=settings.metadata_label_keys),
+        )
     await pipeline.start()
     subscriber = SpanSubscriber(settings.tracing.nats, pipeline, name=f"gateway-exporter {os.getpid()}")
     await subscriber.start()

@@ -435,6 +435,6 @@ def enrich_batch(batch: SpanBatch) -> None:
                 if span is root or span.kind != SPAN_KIND_CLIENT:
                     continue
                 span.attributes.update(request_attrs)
-                if span.status != STATUS_ERROR:
+                if span.status_code != STATUS_ERROR:
                     for key, value in response_attrs.items():
                         span.attributes.setdefault(key, value)

@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
+from gateway.metrics import Metrics
 from gateway.proxy import handle_llm, respond_json
 from gateway.reload import ConfigReloader
 from gateway.runtime import Runtime
@@ -32,7 +33,7 @@ LLM_ROUTES = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
-GET_ROUTES = {"/v1/models", "/healthz", "/readyz"}
+GET_ROUTES = {"/v1/models", "/healthz", "/readyz", "/metrics"}
 
 
 class GatewayApp:
@@ -44,6 +45,7 @@ class GatewayApp:
         self.runtime: Runtime | None = None
         self.reloader: ConfigReloader | None = None
         self.telemetry: Telemetry | None = None
+        self.metrics: Metrics | None = None
         self.draining = False
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -55,8 +57,17 @@ class GatewayApp:
         self.runtime = Runtime(config)
         self.runtime.start(loop)
         # Process wiring, not per-config: the ring and its drain task survive config reloads.
-        self.telemetry = Telemetry.from_config(config.tracing, config.exporter)
+        self.telemetry = Telemetry.from_config(
+            config.tracing, config.exporter, metadata_label_keys=tuple(config.metrics.metadata_label_keys)
+        )
         self.telemetry.start_on(loop)
+        # One catalog per process, kept across reloads: Prometheus metrics are process-wide.
+        metrics = self.metrics = Metrics(config.metrics)
+        tel, nats_mode = self.telemetry, config.tracing.nats is not None
+        metrics.add_flush_hook(
+            lambda: metrics.update_from_telemetry(tel.counters, tel.connected if nats_mode else None)
+        )
+        loop.create_task(self.metrics.start())
         self.reloader = ConfigReloader(config, self.swap_runtime, path, config.reload.poll_interval_s)
         cluster = config.cluster
         kv = None
@@ -103,6 +114,8 @@ class GatewayApp:
             await self.runtime.aclose()
         if self.telemetry is not None:
             await self.telemetry.stop(5.0)  # final flush of the ring, then drain NATS / the exporter
+        if self.metrics is not None:
+            await self.metrics.aclose()
 
     # --- routing ------------------------------------------------------------------------------
 
@@ -113,8 +126,8 @@ class GatewayApp:
         endpoint = LLM_ROUTES.get(path)
         if endpoint is not None:
             if method == "POST":
-                assert self.telemetry is not None
-                await handle_llm(rt, self.telemetry, scope, proto, endpoint)
+                assert self.telemetry is not None and self.metrics is not None
+                await handle_llm(rt, self.telemetry, self.metrics, scope, proto, endpoint)
             else:
                 self._error(
                     proto,
@@ -134,6 +147,16 @@ class GatewayApp:
                     self._error(proto, exc, [])
                     return
                 respond_json(proto, 200, rt.visible_models_body(principal))
+            elif path == "/metrics":
+                if self.metrics is None or not self.metrics.enabled:
+                    self._error(
+                        proto,
+                        NotFound("metrics are disabled (metrics.enabled: false)", code="unknown_url"),
+                        [],
+                    )
+                else:
+                    content_type, body = self.metrics.render(scope.headers.get("accept"))
+                    proto.response_bytes(200, [("content-type", content_type)], body)
             elif path == "/healthz":
                 respond_json(proto, 200, b'{"status":"ok"}')
             elif self.draining:

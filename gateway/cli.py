@@ -107,6 +107,8 @@ def serve(args: argparse.Namespace) -> int:
     from granian.log import LogLevels
     from granian.server import Server
 
+    from gateway.metrics import cleanup_multiprocess_dir, prepare_multiprocess_dir
+
     class _DrainingServer(Server):  # type: ignore[misc,valid-type]
         """granian's supervisor, with a readiness-drain phase before the listener closes."""
 
@@ -141,6 +143,10 @@ def serve(args: argparse.Namespace) -> int:
             timer.daemon = True
             timer.start()
 
+    # Every worker writes its samples under one directory so any worker's scrape sums them all;
+    # it must exist before the workers import prometheus_client.
+    metrics_dir = prepare_multiprocess_dir(None)
+
     level = {"debug": LogLevels.debug, "warning": LogLevels.warning, "error": LogLevels.error}.get(
         args.log_level.lower(), LogLevels.info
     )
@@ -157,6 +163,7 @@ def serve(args: argparse.Namespace) -> int:
         workers_kill_timeout=max(1, int(cfg.server.drain_timeout_s + 0.999)),
     )
     server.serve()
+    cleanup_multiprocess_dir(metrics_dir)
     return 0
 
 

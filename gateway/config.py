@@ -24,7 +24,7 @@ import yaml
 from exporter.config import ExporterConfig
 from gateway.access.config import AccessRule, AuthConfig, RateLimitRule
 from gateway.routing.config import VirtualModelConfig
-from gateway.telemetry.wire import TracingConfig
+from gateway.telemetry.wire import TracingConfig, substitute_env
 
 __all__ = [
     "ConfigError",
@@ -121,31 +121,6 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     def model_ids(self) -> list[str]:
         """Every concrete model id, ``<provider>/<model>``, in config order."""
         return [f"{p.name}/{m}" for p in self.providers for m in p.models]
-
-
-# --- environment substitution -------------------------------------------------------------
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _substitute(value: Any, path: str, env: dict[str, str], problems: list[str]) -> Any:
-    if isinstance(value, str):
-
-        def repl(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append(f"{path or '<root>'}: environment variable {name} is not set")
-            return ""
-
-        return _ENV_REF.sub(repl, value)
-    if isinstance(value, dict):
-        return {k: _substitute(v, _join(path, str(k)), env, problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
-    return value
 
 
 def _join(path: str, key: str) -> str:
@@ -256,13 +231,22 @@ def _check_core(cfg: GatewayConfig) -> Iterator[str]:
         yield "cluster.nats_url: expected a nats:// or tls:// URL"
 
 
+def _check_metrics(cfg: GatewayConfig) -> Iterator[str]:
+    from gateway.metrics import PriceError, PriceTable
+
+    try:
+        PriceTable.from_config(cfg.metrics.prices_file, cfg.metrics.prices)
+    except PriceError as exc:
+        yield f"metrics.prices: {exc}"
+
+
 def _semantic_checks() -> list[SemanticCheck]:
     # Imported here: each capability owns the checks of its own section.
     from exporter.config import check_exporter
     from gateway.access.config import check_access
     from gateway.routing.config import check_routing
 
-    return [_check_core, check_access, check_routing, check_exporter]
+    return [_check_core, check_access, check_routing, check_exporter, _check_metrics]
 
 
 # --- entry points --------------------------------------------------------------------------------
@@ -285,7 +269,7 @@ def parse_config(text: str, env: dict[str, str] | None = None, source: str = "<c
         raise ConfigError(["<root>: expected a mapping of sections"])
     problems: list[str] = []
     raw = _drop_disabled_providers(raw, env)
-    raw = _substitute(raw, "", env, problems)
+    raw = substitute_env(raw, "", env, problems)
     if problems:
         raise ConfigError(problems)
     cfg = _convert_sections(raw, problems)

@@ -90,6 +90,7 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+    rule_id: str | None = None  # the rule that rejected the request (metrics, spans)
 
 
 class ServiceUnavailable(GatewayError):

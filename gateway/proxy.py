@@ -24,10 +24,12 @@ from gateway.errors import (
     InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
+    RateLimited,
     UpstreamError,
     error_response,
     sse_error_event,
 )
+from gateway.metrics import Metrics, mean_inter_token_ms
 from gateway.routing import FailureKind, PlanEntry, RoutePlan, counts_as_failure, outcome_of
 from gateway.runtime import ModelTarget, Runtime
 from gateway.sse import Usage, usage_of
@@ -58,7 +60,8 @@ from gateway.telemetry.spans import (
 )
 
 _encode_json = msgspec.json.Encoder().encode
-TFY_OUTPUT_SSE = "tfy.output.sse"  # raw SSE events; the exporter assembles them into tfy.output
+TFY_OUTPUT_SSE = "tfy.output.sse"
+TFY_COST_USD = "tfy.model.metric.cost_in_usd"  # raw SSE events; the exporter assembles them into tfy.output
 
 log = logging.getLogger("gateway.proxy")
 
@@ -114,8 +117,11 @@ class Outcome:
         self.decision: Decision | None = None
 
 
-async def handle_llm(rt: Runtime, tel: Telemetry, scope: Any, proto: Any, endpoint: str) -> None:
+async def handle_llm(
+    rt: Runtime, tel: Telemetry, metrics: Metrics, scope: Any, proto: Any, endpoint: str
+) -> None:
     """``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
+    metrics.inflight_inc()
     trace = RequestTrace.start("POST", scope.path, scope.headers.get("traceparent"))
     request_id = trace.trace_id_hex
     out = Outcome()
@@ -145,7 +151,7 @@ async def handle_llm(rt: Runtime, tel: Telemetry, scope: Any, proto: Any, endpoi
             resolution.set(TFY_LB_RULE_IDS, list(plan.rule_ids))
         resolution.end()
 
-        attempt, entry = await _call_with_fallbacks(rt, trace, plan, req, endpoint, out)
+        attempt, entry = await _call_with_fallbacks(rt, trace, metrics, plan, req, endpoint, out)
         headers = [
             ("x-request-id", request_id),
             ("x-tfy-resolved-model", entry.target),
@@ -177,15 +183,25 @@ async def handle_llm(rt: Runtime, tel: Telemetry, scope: Any, proto: Any, endpoi
         status, headers, err_body = error_response(internal)
         proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
     finally:
+        metrics.inflight_dec()
         if out.decision is not None and out.usage is not None:
             # Token limits are charged with the real usage once the response (or stream) is done.
             out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
+        cost = _record_metrics(rt, metrics, trace, req, out)
         if tel.enabled:
+            if cost is not None:
+                trace.root.attributes[TFY_COST_USD] = cost
             _record_trace(tel, trace, endpoint, req, out)
 
 
 async def _call_with_fallbacks(
-    rt: Runtime, trace: RequestTrace, plan: RoutePlan, req: ParsedRequest, endpoint: str, out: Outcome
+    rt: Runtime,
+    trace: RequestTrace,
+    metrics: Metrics,
+    plan: RoutePlan,
+    req: ParsedRequest,
+    endpoint: str,
+    out: Outcome,
 ) -> tuple[Attempt, PlanEntry]:
     """Walk the plan: retry a target per its ``retry_config``, then fall back to the next one.
 
@@ -207,6 +223,7 @@ async def _call_with_fallbacks(
                 server_port=target.server_port,
             )
         )
+        span.set(TFY_DESTINATION, entry.target)  # per attempt: retries and fallbacks name their target
         if step.kind != "primary":
             span.set("tfy.attempt.kind", step.kind)
         started = time.perf_counter()
@@ -225,6 +242,10 @@ async def _call_with_fallbacks(
             if nxt is None:
                 raise
             step = nxt
+            if step.kind == "retry":
+                metrics.retry(step.entry.target)
+            else:
+                metrics.fallback(step.entry.target)
             if step.delay_s:
                 await asyncio.sleep(step.delay_s)
             continue
@@ -232,6 +253,47 @@ async def _call_with_fallbacks(
         span.end()
         router.record(entry.target, True, time.perf_counter() - started)
         return attempt, entry
+
+
+def _record_metrics(
+    rt: Runtime, metrics: Metrics, trace: RequestTrace, req: ParsedRequest | None, out: Outcome
+) -> float | None:
+    """Count the finished request in the Prometheus catalog; returns its cost in USD (if priced)."""
+    try:
+        err = out.error
+        if isinstance(err, RateLimited) and err.rule_id:
+            metrics.rate_limited(err.rule_id)
+        usage, target = out.usage, out.target
+        cost = None
+        if usage is not None and target is not None:
+            cost = rt.prices.cost_usd(
+                target.model_id, target.upstream_model, usage.prompt_tokens, usage.completion_tokens
+            )
+        latency_ms = trace.elapsed_ms()
+        ttft_ms = (
+            (out.first_pc - trace.root.start_pc) / 1e6 if out.first_pc and out.events is not None else None
+        )
+        decision = out.decision
+        metrics.record_request(
+            req.model if req is not None else "",
+            decision.principal.subject if decision is not None else "",
+            "default",
+            decision.metadata if decision is not None else None,
+            out.status,
+            (err.code or type(err).__name__) if err is not None else None,
+            usage.prompt_tokens if usage is not None else None,
+            usage.completion_tokens if usage is not None else None,
+            cost,
+            latency_ms,
+            ttft_ms,
+            mean_inter_token_ms(latency_ms, ttft_ms, usage.completion_tokens if usage else None)
+            if ttft_ms
+            else None,
+        )
+        return cost
+    except Exception:  # metrics never fail a request
+        log.exception("recording metrics failed")
+        return None
 
 
 def _record_trace(
@@ -258,6 +320,8 @@ def _record_trace(
         if out.plan is not None and out.plan.rule_ids:
             attrs[TFY_LB_RULE_IDS] = list(out.plan.rule_ids)
         decision = out.decision
+        if isinstance(out.error, RateLimited) and out.error.rule_id:
+            attrs[TFY_RL_RULE_IDS] = [out.error.rule_id]
         if decision is not None:
             attrs[TFY_SUBJECT] = decision.principal.subject
             if decision.metadata:

@@ -15,6 +15,7 @@ import msgspec
 
 from gateway.access import AccessControl, Principal
 from gateway.config import GatewayConfig, ProviderConfig
+from gateway.metrics import PriceTable
 from gateway.providers import anthropic
 from gateway.routing import Router
 from gateway.upstream import UpstreamClient, make_client
@@ -93,6 +94,7 @@ class Runtime:
             config, previous=previous.access if previous is not None else None
         )
         self.open_access = self.access.authenticator is None
+        self.prices = PriceTable.from_config(config.metrics.prices_file, config.metrics.prices)
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
         self.all_model_ids = [*self.models, *self.router.virtual_models()]
         self.models_body = self.render_models(self.all_model_ids)

@@ -140,6 +140,7 @@ class Telemetry:
         *,
         pipeline: SupportsSubmit | None = None,
         resource_attributes: dict[str, Any] | None = None,
+        metadata_label_keys: tuple[str, ...] = (),
     ) -> Telemetry:
         """Wire ring, drain task and sink from the ``tracing:`` (and ``exporter:``) sections.
 
@@ -161,7 +162,15 @@ class Telemetry:
                 from exporter.config import ExporterConfig
                 from exporter.pipeline import ExportPipeline
 
-                pipeline = ExportPipeline(exporter_cfg or ExporterConfig(), tracing)
+                exporter_cfg = exporter_cfg or ExporterConfig()
+                pipeline = ExportPipeline(exporter_cfg, tracing)
+                if exporter_cfg.metrics:
+                    from exporter.metrics_export import MetricsExporter, SpanFanout
+
+                    pipeline = SpanFanout(
+                        pipeline,
+                        MetricsExporter(exporter_cfg.metrics, metadata_label_keys=metadata_label_keys),
+                    )
             sink = EmbeddedSink(pipeline, ring.counters)
         drainer = Drainer(
             ring,

@@ -15,6 +15,8 @@ exporter decodes them, so the request path never does.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -106,3 +108,36 @@ class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     batch_max_spans: int = 512
     flush_interval_ms: int = 200
     nats: NatsConfig | None = None
+
+
+# --- ${ENV} substitution, shared by the gateway's and the exporter's config loaders ----------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in every string of a parsed YAML document.
+
+    Runs on parsed scalars, never on YAML text, so a secret containing ``:`` or ``#`` cannot
+    change the document's structure. A missing variable without a default is appended to
+    ``problems`` as ``<path>: environment variable NAME is not set``.
+    """
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{path or '<root>'}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {
+            k: substitute_env(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [substitute_env(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
+    return value

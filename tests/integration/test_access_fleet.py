@@ -157,7 +157,7 @@ async def test_nats_unreachable_keeps_serving_locally() -> None:
     sync = FleetSync(lim, f"nats://127.0.0.1:{free_port()}", "test", worker_id="x")
     t = time.perf_counter()
     await sync.start()
-    assert time.perf_counter() - t < 0.1  # start-up never waits for NATS
+    assert time.perf_counter() - t < 1.0  # start-up never waits for NATS (its connect timeout is longer)
     admitted = await drive(lim, time.time, 10, 0)
     await asyncio.sleep(0.1)
     assert not sync.connected

@@ -201,10 +201,9 @@ async def test_unknown_kid_is_401_at_once_and_refreshes_once(
     hits = jwks_server.hits
     jwks_server.document["keys"].append(jwk(RSA_KEY_2, "k2", "RS256"))  # the IdP rotates
     rotated = token(RSA_KEY_2, kid="k2")
-    t = time.perf_counter()
     with pytest.raises(AuthenticationFailed) as err:
         auth(access, rotated)
-    assert time.perf_counter() - t < 0.05  # never waits for the fetch
+    assert jwks_server.hits == hits  # answered before any fetch: the refresh runs in the background
     assert "signing key is unknown" in err.value.message
     for _ in range(100):  # bounded wait for the one background refresh
         if jwks_server.hits > hits:

@@ -183,7 +183,7 @@ async def test_retry_after_beyond_the_timeout_gives_up_at_once(otlp_receiver: Ot
         assert not result.ok and result.reason == "backoff" and result.dropped == 6
     finally:
         await dest.close()
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # not the 120 s the server asked for
     assert [a.status for a in otlp_receiver.attempts] == [429]
 
 
@@ -222,7 +222,7 @@ async def test_unreachable_endpoint_is_dropped_within_the_timeout() -> None:
     finally:
         await dest.close()
     assert not result.ok and result.reason == "connection" and result.retries >= 1
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 5.0  # bounded by the 500 ms timeout (generous: shared CI)
 
 
 async def test_grpc_unavailable_is_retried_and_invalid_argument_is_not(otlp_receiver: OtlpReceiver) -> None:
@@ -388,7 +388,7 @@ async def test_grpc_hang_is_bounded_by_the_timeout(otlp_receiver: OtlpReceiver) 
         await dest.close()
     assert not result.ok and result.dropped == 6
     assert result.reason in {"grpc_deadline_exceeded", "timeout"}
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 5.0  # bounded by the 500 ms timeout, not the hang
 
 
 async def test_big_gzip_body_compresses_off_the_loop(otlp_receiver: OtlpReceiver) -> None:
