@@ -13,6 +13,7 @@ and ``__rsgi_del__`` after the server stopped accepting and in-flight requests f
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -74,6 +75,11 @@ class GatewayApp:
         if cluster is not None and cluster.config_bucket:
             kv = (cluster.nats_url, cluster.config_bucket, cluster.config_key)
         self.reloader.start(loop, config.reload.watch_file, kv)
+        if os.environ.get("GATEWAY_GC_FREEZE", "1") == "1":
+            gc.collect()
+            gc.freeze()
+        if os.environ.get("GATEWAY_GC_OFF") == "1":  # experiment only
+            gc.disable()
         try:
             loop.add_signal_handler(signal.SIGUSR1, self.start_draining)
             loop.add_signal_handler(signal.SIGHUP, self.reloader.reload_file)

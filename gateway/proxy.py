@@ -34,7 +34,6 @@ from gateway.routing import FailureKind, PlanEntry, RoutePlan, counts_as_failure
 from gateway.runtime import ModelTarget, Runtime
 from gateway.sse import Usage, usage_of
 from gateway.telemetry.drain import Telemetry
-from gateway.telemetry.payloads import llm_request_attributes
 from gateway.telemetry.spans import (
     GEN_AI_INPUT_TOKENS,
     GEN_AI_OPERATION,
@@ -56,6 +55,7 @@ from gateway.telemetry.spans import (
     TFY_SPAN_TYPE,
     TFY_SUBJECT,
     TFY_TTFT_MS,
+    NullTrace,
     RequestTrace,
 )
 
@@ -97,7 +97,6 @@ class Outcome:
         "status",
         "error",
         "target",
-        "provider_type",
         "usage",
         "first_pc",
         "events",
@@ -122,7 +121,9 @@ async def handle_llm(
 ) -> None:
     """``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
     metrics.inflight_inc()
-    trace = RequestTrace.start("POST", scope.path, scope.headers.get("traceparent"))
+    trace = (RequestTrace if tel.enabled else NullTrace).start(
+        "POST", scope.path, scope.headers.get("traceparent")
+    )
     request_id = trace.trace_id_hex
     out = Outcome()
     req: ParsedRequest | None = None
@@ -188,7 +189,7 @@ async def handle_llm(
             # Token limits are charged with the real usage once the response (or stream) is done.
             out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
         cost = _record_metrics(rt, metrics, trace, req, out)
-        if tel.enabled:
+        if isinstance(trace, RequestTrace):  # tracing enabled
             if cost is not None:
                 trace.root.attributes[TFY_COST_USD] = cost
             _record_trace(tel, trace, endpoint, req, out)
@@ -196,7 +197,7 @@ async def handle_llm(
 
 async def _call_with_fallbacks(
     rt: Runtime,
-    trace: RequestTrace,
+    trace: RequestTrace | NullTrace,
     metrics: Metrics,
     plan: RoutePlan,
     req: ParsedRequest,
@@ -208,22 +209,14 @@ async def _call_with_fallbacks(
     Every attempt gets its own CLIENT span and forwards a ``traceparent`` naming it."""
     router = rt.router
     operation = SPAN_TYPES[endpoint][1]
+    # Health and latency statistics steer virtual models only; a plain model has nothing to choose.
+    tracks_health = plan.virtual_model is not None
     step = plan.first()
     while True:
         entry = step.entry
         target = out.target = rt.models[entry.target]
         span = trace.child(f"{operation} {entry.upstream_model}", SPAN_KIND_CLIENT)
-        span.update(
-            llm_request_attributes(
-                endpoint,
-                target.provider.type,
-                entry.upstream_model,
-                stream=req.stream,
-                server_address=target.server_address,
-                server_port=target.server_port,
-            )
-        )
-        span.set(TFY_DESTINATION, entry.target)  # per attempt: retries and fallbacks name their target
+        span.update(target.client_span_attributes(endpoint, req.stream))
         if step.kind != "primary":
             span.set("tfy.attempt.kind", step.kind)
         started = time.perf_counter()
@@ -236,7 +229,7 @@ async def _call_with_fallbacks(
             span.set(HTTP_STATUS, exc.status)
             span.fail(exc.code or type(exc).__name__, exc.message)
             span.end()
-            if counts_as_failure(outcome):
+            if tracks_health and counts_as_failure(outcome):
                 router.record(entry.target, False, time.perf_counter() - started)
             nxt = plan.next_step(step, outcome)
             if nxt is None:
@@ -251,12 +244,13 @@ async def _call_with_fallbacks(
             continue
         span.set(HTTP_STATUS, 200)
         span.end()
-        router.record(entry.target, True, time.perf_counter() - started)
+        if tracks_health:
+            router.record(entry.target, True, time.perf_counter() - started)
         return attempt, entry
 
 
 def _record_metrics(
-    rt: Runtime, metrics: Metrics, trace: RequestTrace, req: ParsedRequest | None, out: Outcome
+    rt: Runtime, metrics: Metrics, trace: RequestTrace | NullTrace, req: ParsedRequest | None, out: Outcome
 ) -> float | None:
     """Count the finished request in the Prometheus catalog; returns its cost in USD (if priced)."""
     try:

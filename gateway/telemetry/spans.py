@@ -47,6 +47,7 @@ __all__ = [
     "STATUS_ERROR",
     "STATUS_OK",
     "STATUS_UNSET",
+    "NullTrace",
     "RequestTrace",
     "SpanHandle",
     "format_traceparent",
@@ -302,3 +303,63 @@ class RequestTrace(msgspec.Struct, gc=False):
             )
             for s in self.spans
         ]
+
+
+class _NullSpan:
+    """A span that records nothing (tracing disabled): every method is a no-op."""
+
+    __slots__ = ()
+    span_id = b"\x00" * 8
+    start_pc = 0
+    attributes: dict[str, Any] = {}
+
+    def set(self, key: str, value: Any) -> None:
+        pass
+
+    def update(self, attributes: dict[str, Any]) -> None:
+        pass
+
+    def fail(self, error_type: str, message: str = "") -> None:
+        pass
+
+    def end(self, status: int | None = None, message: str = "") -> None:
+        pass
+
+
+_NULL_SPAN = _NullSpan()
+
+
+class NullTrace:
+    """Stand-in for :class:`RequestTrace` when ``tracing.enabled`` is false.
+
+    Keeps what clients and providers see (a trace id for ``x-request-id``, an outgoing
+    ``traceparent`` continuing the caller's trace) and records no span at all.
+    """
+
+    __slots__ = ("trace_id", "flags", "start_pc", "root")
+
+    def __init__(self, trace_id: bytes, flags: int) -> None:
+        self.trace_id = trace_id
+        self.flags = flags
+        self.start_pc = perf_counter_ns()
+        self.root = _NULL_SPAN
+
+    @classmethod
+    def start(cls, method: str, path: str, traceparent: str | bytes | None = None) -> NullTrace:
+        parent = parse_traceparent(traceparent) if traceparent else None
+        if parent is None:
+            return cls(new_trace_id(), 1)
+        return cls(parent[0], parent[2])
+
+    def child(self, name: str, kind: int = SPAN_KIND_INTERNAL, parent: Any = None) -> Any:
+        return _NULL_SPAN
+
+    @property
+    def trace_id_hex(self) -> str:
+        return self.trace_id.hex()
+
+    def traceparent_for(self, span: Any = None) -> str:
+        return format_traceparent(self.trace_id, new_span_id(), self.flags)
+
+    def elapsed_ms(self) -> float:
+        return (perf_counter_ns() - self.start_pc) / 1e6

@@ -237,3 +237,20 @@ async def test_nats_mode_survives_nats_and_exporter_outages(
             exporter.kill()
         exporter_log.close()
         nats.close()
+
+
+def test_tracing_off_still_propagates_the_trace_id(gateway_factory: Callable[..., Proc], mock: Proc) -> None:
+    gw = gateway_factory(
+        {"providers": [provider("mock", mock.url, ["gpt-4o"])], "tracing": {"enabled": False}}
+    )
+    httpx.delete(mock.url + "/_mock/requests")
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        json={"model": "mock/gpt-4o", "messages": [{"role": "user", "content": "no tracing"}]},
+        headers={"traceparent": f"00-{PARENT_TRACE}-{PARENT_SPAN}-01"},
+    )
+    assert r.status_code == 200 and r.headers["x-request-id"] == PARENT_TRACE
+    sent = httpx.get(mock.url + "/_mock/requests").json()[-1]["headers"]["traceparent"]
+    assert sent.startswith(f"00-{PARENT_TRACE}-") and PARENT_SPAN not in sent  # a new span of the same trace
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert "llm_gateway_spans_recorded_total 0.0" in metrics
