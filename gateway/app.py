@@ -75,11 +75,10 @@ class GatewayApp:
         if cluster is not None and cluster.config_bucket:
             kv = (cluster.nats_url, cluster.config_bucket, cluster.config_key)
         self.reloader.start(loop, config.reload.watch_file, kv)
-        if os.environ.get("GATEWAY_GC_FREEZE", "1") == "1":
-            gc.collect()
-            gc.freeze()
-        if os.environ.get("GATEWAY_GC_OFF") == "1":  # experiment only
-            gc.disable()
+        # Start-up objects (config, clients, imported modules) never become garbage: freezing
+        # them keeps the collector from rescanning them on every full collection.
+        gc.collect()
+        gc.freeze()
         try:
             loop.add_signal_handler(signal.SIGUSR1, self.start_draining)
             loop.add_signal_handler(signal.SIGHUP, self.reloader.reload_file)
