@@ -39,7 +39,16 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from gateway.telemetry.wire import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, Span, SpanBatch
+from gateway.telemetry.wire import (
+    FIRST_TOKEN_MS_BUCKETS,
+    INTER_TOKEN_MS_BUCKETS,
+    PROCESSING_MS_BUCKETS,
+    SPAN_KIND_CLIENT,
+    SPAN_KIND_SERVER,
+    STATUS_ERROR,
+    Span,
+    SpanBatch,
+)
 
 __all__ = [
     "CATALOG",
@@ -65,21 +74,21 @@ TOKEN_BUCKETS: Final = (
     16777216.0, 67108864.0,
 )  # fmt: skip
 DURATION_BUCKETS: Final = (
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-)  # fmt: skip
-# The catalog's millisecond buckets, identical to the gateway's Prometheus histograms.
-PROCESSING_MS_BUCKETS: Final = (
-    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-    120000.0, 300000.0,
-)  # fmt: skip
-FIRST_TOKEN_MS_BUCKETS: Final = (
-    10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 5000.0,
-    10000.0, 30000.0,
-)  # fmt: skip
-INTER_TOKEN_MS_BUCKETS: Final = (
-    1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0, 1000.0,
-)  # fmt: skip
-
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
 # Span attributes read here (names as in gateway.telemetry.spans and shared/design.md).
 _OP, _PROVIDER = "gen_ai.operation.name", "gen_ai.provider.name"
 _REQ_MODEL, _RESP_MODEL = "gen_ai.request.model", "gen_ai.response.model"

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from gateway.metrics import multiproc
+from gateway.telemetry.wire import FIRST_TOKEN_MS_BUCKETS, INTER_TOKEN_MS_BUCKETS, PROCESSING_MS_BUCKETS
 
 if TYPE_CHECKING:
     from gateway.config import MetricsConfig
@@ -68,18 +69,6 @@ __all__ = [
 
 LABELS: Final = ("model_name", "tenant_name", "username")
 OTHER: Final = "__other__"
-# Milliseconds. Whole requests run from a few ms (cache hits, errors) to minutes (long streams).
-PROCESSING_MS_BUCKETS: Final = (
-    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-    120000.0, 300000.0,
-)  # fmt: skip
-FIRST_TOKEN_MS_BUCKETS: Final = (
-    10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 5000.0,
-    10000.0, 30000.0,
-)  # fmt: skip
-INTER_TOKEN_MS_BUCKETS: Final = (
-    1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0, 1000.0,
-)  # fmt: skip
 log = logging.getLogger("gateway.metrics")
 
 _METADATA_VALUE_MAX_CHARS: Final = 64

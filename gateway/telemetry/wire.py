@@ -141,3 +141,19 @@ def substitute_env(value: Any, path: str, env: Mapping[str, str], problems: list
     if isinstance(value, list):
         return [substitute_env(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
     return value
+
+
+# --- metric bucket boundaries, shared so /metrics and the OTLP metrics stay identical ---------
+
+# Milliseconds. Whole requests run from a few ms (cache hits, errors) to minutes (long streams).
+PROCESSING_MS_BUCKETS = (
+    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
+    120000.0, 300000.0,
+)  # fmt: skip
+FIRST_TOKEN_MS_BUCKETS = (
+    10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 5000.0,
+    10000.0, 30000.0,
+)  # fmt: skip
+INTER_TOKEN_MS_BUCKETS = (
+    1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0, 1000.0,
+)  # fmt: skip
