@@ -111,6 +111,7 @@ async def run_attempt(
     req: ParsedRequest,
     endpoint: str,
     extra_headers: list[tuple[str, str]],
+    keep_events: bool = True,
 ) -> Attempt:
     """Send one attempt and read until it can be committed (see the module docstring).
 
@@ -155,7 +156,7 @@ async def run_attempt(
 
     attempt.resp = resp
     attempt.content_type = "text/event-stream"
-    attempt.relay = StreamRelay(strip_usage=not req.client_wants_usage, keep_events=True)
+    attempt.relay = StreamRelay(strip_usage=not req.client_wants_usage, keep_events=keep_events)
     if is_anthropic:
         attempt.translator = anthropic.AnthropicStreamTranslator(include_usage=True)
     try:

@@ -45,11 +45,6 @@ class ParsedRequest:
         self.stream = stream
         self.client_wants_usage = wants_usage
 
-    def param(self, name: str) -> Any:
-        """Decode one top-level field on demand (telemetry reads request parameters this way)."""
-        raw = self.fields.get(name)
-        return None if raw is None else msgspec.json.decode(raw)
-
     def upstream_body(self, upstream_model: str, overrides: dict[str, Any] | None = None) -> bytes:
         """The body to send upstream: ``model`` rewritten, usage requested for streams,
         ``overrides`` (routing's ``override_params``) applied; all other bytes as received."""

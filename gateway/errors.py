@@ -90,7 +90,10 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
-    rule_id: str | None = None  # the rule that rejected the request (metrics, spans)
+
+    def __init__(self, message: str, *, rule_id: str, headers: list[tuple[str, str]]) -> None:
+        super().__init__(message, headers=headers)
+        self.rule_id = rule_id  # the rule that rejected the request (metrics, spans)
 
 
 class ServiceUnavailable(GatewayError):

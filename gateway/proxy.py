@@ -34,6 +34,7 @@ from gateway.routing import FailureKind, PlanEntry, RoutePlan, counts_as_failure
 from gateway.runtime import ModelTarget, Runtime
 from gateway.sse import Usage, usage_of
 from gateway.telemetry.drain import Telemetry
+from gateway.telemetry.payloads import timing_attributes
 from gateway.telemetry.spans import (
     GEN_AI_INPUT_TOKENS,
     GEN_AI_OPERATION,
@@ -41,20 +42,17 @@ from gateway.telemetry.spans import (
     GEN_AI_PROVIDER,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_REQUEST_STREAM,
-    GEN_AI_TTFC,
     HTTP_STATUS,
     SPAN_KIND_CLIENT,
     SPAN_TYPES,
     TFY_DESTINATION,
     TFY_INPUT,
-    TFY_LATENCY_MS,
     TFY_LB_RULE_IDS,
     TFY_METADATA,
     TFY_OUTPUT,
     TFY_RL_RULE_IDS,
     TFY_SPAN_TYPE,
     TFY_SUBJECT,
-    TFY_TTFT_MS,
     NullTrace,
     RequestTrace,
 )
@@ -209,8 +207,6 @@ async def _call_with_fallbacks(
     Every attempt gets its own CLIENT span and forwards a ``traceparent`` naming it."""
     router = rt.router
     operation = SPAN_TYPES[endpoint][1]
-    # Health and latency statistics steer virtual models only; a plain model has nothing to choose.
-    tracks_health = plan.virtual_model is not None
     step = plan.first()
     while True:
         entry = step.entry
@@ -222,14 +218,19 @@ async def _call_with_fallbacks(
         started = time.perf_counter()
         try:
             attempt = await run_attempt(
-                target, entry, req, endpoint, [("traceparent", trace.traceparent_for(span))]
+                target,
+                entry,
+                req,
+                endpoint,
+                [("traceparent", trace.traceparent_for(span))],
+                keep_events=isinstance(trace, RequestTrace),  # the events only feed tfy.output
             )
         except UpstreamError as exc:
             outcome = FailureKind.TTFT_TIMEOUT if isinstance(exc, TTFTTimeout) else outcome_of(exc)
             span.set(HTTP_STATUS, exc.status)
             span.fail(exc.code or type(exc).__name__, exc.message)
             span.end()
-            if tracks_health and counts_as_failure(outcome):
+            if counts_as_failure(outcome):
                 router.record(entry.target, False, time.perf_counter() - started)
             nxt = plan.next_step(step, outcome)
             if nxt is None:
@@ -244,8 +245,7 @@ async def _call_with_fallbacks(
             continue
         span.set(HTTP_STATUS, 200)
         span.end()
-        if tracks_health:
-            router.record(entry.target, True, time.perf_counter() - started)
+        router.record(entry.target, True, time.perf_counter() - started)
         return attempt, entry
 
 
@@ -255,7 +255,7 @@ def _record_metrics(
     """Count the finished request in the Prometheus catalog; returns its cost in USD (if priced)."""
     try:
         err = out.error
-        if isinstance(err, RateLimited) and err.rule_id:
+        if isinstance(err, RateLimited):
             metrics.rate_limited(err.rule_id)
         usage, target = out.usage, out.target
         cost = None
@@ -314,7 +314,7 @@ def _record_trace(
         if out.plan is not None and out.plan.rule_ids:
             attrs[TFY_LB_RULE_IDS] = list(out.plan.rule_ids)
         decision = out.decision
-        if isinstance(out.error, RateLimited) and out.error.rule_id:
+        if isinstance(out.error, RateLimited):
             attrs[TFY_RL_RULE_IDS] = [out.error.rule_id]
         if decision is not None:
             attrs[TFY_SUBJECT] = decision.principal.subject
@@ -329,11 +329,7 @@ def _record_trace(
             attrs[TFY_OUTPUT_SSE] = b"".join(out.events)
         elif out.body_out:
             attrs[TFY_OUTPUT] = out.body_out
-        if out.first_pc:
-            ttft_ns = out.first_pc - root.start_pc
-            attrs[TFY_TTFT_MS] = ttft_ns / 1e6
-            attrs[GEN_AI_TTFC] = ttft_ns / 1e9
-        attrs[TFY_LATENCY_MS] = trace.elapsed_ms()
+        attrs.update(timing_attributes(root, out.first_pc))  # root still open: latency up to now
         err = out.error
         if err is None:
             tel.record(trace.finish(out.status))

@@ -120,6 +120,7 @@ class Runtime:
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
         self.all_model_ids = [*self.models, *self.router.virtual_models()]
         self.models_body = self.render_models(self.all_model_ids)
+        self._models_bodies: dict[frozenset[str], bytes] = {}
 
     def render_models(self, model_ids: list[str]) -> bytes:
         """``GET /v1/models`` body for the given ids."""
@@ -138,7 +139,13 @@ class Runtime:
         """``GET /v1/models`` for one caller: only what the access rules let it use."""
         if self.open_access:
             return self.models_body
-        return self.render_models(self.access.visible_models(principal, self.all_model_ids))
+        # Rules and models are fixed for this runtime: one body per distinct set of subject names.
+        body = self._models_bodies.get(principal.matches)
+        if body is None:
+            body = self.render_models(self.access.visible_models(principal, self.all_model_ids))
+            if len(self._models_bodies) < 4096:  # bounded: JWT subjects are unbounded
+                self._models_bodies[principal.matches] = body
+        return body
 
     async def aclose(self) -> None:
         """Stop background work and close the pooled clients (after in-flight requests finished)."""

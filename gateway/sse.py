@@ -50,7 +50,7 @@ _DATA = b"data:"
 class StreamRelay:
     """Stateful, sans-IO: ``feed`` upstream bytes, get the bytes to send to the client."""
 
-    __slots__ = ("_tail", "_strip_usage", "usage", "events", "keep_events", "saw_done", "first_event")
+    __slots__ = ("_tail", "_strip_usage", "usage", "events", "keep_events", "saw_done")
 
     def __init__(self, strip_usage: bool, keep_events: bool = False) -> None:
         self._tail = b""
@@ -59,7 +59,6 @@ class StreamRelay:
         self.keep_events = keep_events
         self.events: list[bytes] = []  # complete event blocks, kept for telemetry when asked
         self.saw_done = False
-        self.first_event = True
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the complete events in ``tail + chunk`` (possibly empty), minus a stripped usage event."""
@@ -116,14 +115,3 @@ def _event_data(event: bytes) -> bytes | None:
     if not lines:
         return None
     return lines[0] if len(lines) == 1 else b"\n".join(lines)
-
-
-def iter_event_payloads(blocks: list[bytes]) -> list[bytes]:
-    """Every ``data:`` payload (except ``[DONE]``) of the given event blocks, in order."""
-    out: list[bytes] = []
-    for block in blocks:
-        for event in block.split(_SEP):
-            payload = _event_data(event) if event else None
-            if payload is not None and payload != b"[DONE]":
-                out.append(payload)
-    return out

@@ -117,6 +117,14 @@ def start_gateway(config: dict, tmp_path: Path, *, workers: int = 1, env: dict |
     return Proc(popen, url, log_path)
 
 
+def start_exporter(config: dict, tmp_path: Path) -> Proc:
+    """``gateway-exporter`` reading ``config`` (the same file shape the gateway reads; needs tracing.nats)."""
+    cfg_file = tmp_path / "exporter.yaml"
+    cfg_file.write_text(yaml.safe_dump(config))
+    log_path = tmp_path / "exporter.log"
+    return Proc(_spawn([str(BIN / "gateway-exporter"), "--config", str(cfg_file)], log_path), "", log_path)
+
+
 def provider(name: str, mock_url: str, models: list[str], **extra: object) -> dict:
     return {
         "name": name,

@@ -201,16 +201,15 @@ class RateLimiter:
         if used + 1 > limit:
             retry = max(1, math.ceil(_wait_s(c, now, window, limit - 1)))
             noun = "requests" if rule.kind == "requests" else "tokens"
-            rejected = RateLimited(
+            raise RateLimited(
                 f"rate limit '{rule.id}' exceeded: {limit} {noun} per {_SPAN[window]}; retry in {retry} s",
+                rule_id=rule.id,
                 headers=[
                     ("retry-after", str(retry)),
                     (f"x-ratelimit-limit-{rule.kind}", str(limit)),
                     (f"x-ratelimit-remaining-{rule.kind}", "0"),
                 ],
             )
-            rejected.rule_id = rule.id
-            raise rejected
         if rule.kind == "requests":
             self._add(key, c, 1, rule)
             used += 1

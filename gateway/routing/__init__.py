@@ -19,7 +19,6 @@ from gateway.routing.router import (
     apply_header_overrides,
     counts_as_failure,
     outcome_of,
-    rewrite_body,
     should_fallback,
     should_retry,
 )
@@ -40,7 +39,6 @@ __all__ = [
     "check_routing",
     "counts_as_failure",
     "outcome_of",
-    "rewrite_body",
     "should_fallback",
     "should_retry",
 ]

@@ -62,7 +62,6 @@ __all__ = [
     "apply_header_overrides",
     "counts_as_failure",
     "outcome_of",
-    "rewrite_body",
     "should_fallback",
     "should_retry",
 ]
@@ -207,22 +206,6 @@ def apply_header_overrides(headers: Sequence[tuple[str, str]], entry: PlanEntry)
     out = [(k, v) for k, v in headers if k.lower() not in drop]
     out.extend(entry.headers_set)
     return out
-
-
-_decode_obj = msgspec.json.Decoder(dict[str, Any])
-_encode = msgspec.json.Encoder().encode
-
-
-def rewrite_body(body: bytes, entry: PlanEntry) -> bytes:
-    """The request body with ``model`` set to the upstream name and ``override_params`` merged.
-
-    Decodes and re-encodes the whole body: only call it when the body must change.
-    """
-    obj = _decode_obj.decode(body)
-    obj["model"] = entry.upstream_model
-    if entry.override_params:
-        obj.update(entry.override_params)
-    return _encode(obj)
 
 
 # --- compilation ------------------------------------------------------------------------------
@@ -426,5 +409,8 @@ class Router:
         ``latency_s`` is the whole attempt; with ``output_tokens`` > 0 the latency score is
         seconds per output token, else the latency itself.
         """
+        health = self._health.get(target)
+        if health is None:  # not a target of any virtual model: nothing chooses by its health
+            return
         score = latency_s / output_tokens if output_tokens > 0 else latency_s
-        self.health(target).record(ok, score, self._clock() if now is None else now)
+        health.record(ok, score, self._clock() if now is None else now)

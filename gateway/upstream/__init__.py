@@ -61,13 +61,13 @@ class UpstreamClient(Protocol):
         """
         ...
 
-    async def get(
-        self, url: str, headers: list[tuple[str, str]], timeout_s: float | None = None
-    ) -> UpstreamResponse:
-        """GET ``url`` (used for provider model listings)."""
-        ...
-
     async def aclose(self) -> None: ...
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``: what errors may name (paths and queries may carry keys)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def make_client(kind: str, provider: ProviderConfig) -> UpstreamClient:

@@ -8,20 +8,15 @@ import aiohttp
 
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable
-from gateway.upstream import RELAYED_HEADERS
-
-
-def _origin(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+from gateway.upstream import RELAYED_HEADERS, origin
 
 
 def _translate(exc: BaseException, url: str) -> Exception:
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return UpstreamTimeout(f"the provider at {_origin(url)} did not answer in time")
+        return UpstreamTimeout(f"the provider at {origin(url)} did not answer in time")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamUnreachable(f"cannot connect to the provider at {_origin(url)}")
-    return UpstreamUnreachable(f"the provider at {_origin(url)} failed: {type(exc).__name__}")
+        return UpstreamUnreachable(f"cannot connect to the provider at {origin(url)}")
+    return UpstreamUnreachable(f"the provider at {origin(url)} failed: {type(exc).__name__}")
 
 
 class _Response:
@@ -94,17 +89,6 @@ class AiohttpUpstream:
         try:
             resp = await self._get_session().post(
                 url, data=body, headers=headers, allow_redirects=False, timeout=self._timeout(timeout_s)
-            )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _translate(exc, url) from None
-        return _Response(resp, url)
-
-    async def get(
-        self, url: str, headers: list[tuple[str, str]], timeout_s: float | None = None
-    ) -> _Response:
-        try:
-            resp = await self._get_session().get(
-                url, headers=headers, allow_redirects=False, timeout=self._timeout(timeout_s)
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _translate(exc, url) from None

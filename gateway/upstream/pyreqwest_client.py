@@ -22,23 +22,17 @@ from pyreqwest.exceptions import (
 
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable
-from gateway.upstream import RELAYED_HEADERS
+from gateway.upstream import RELAYED_HEADERS, origin
 
 
 def _translate(exc: RequestError, url: str) -> Exception:
     if isinstance(exc, ConnectTimeoutError | PoolTimeoutError):
-        return UpstreamTimeout(f"timed out connecting to the provider at {_origin(url)}")
+        return UpstreamTimeout(f"timed out connecting to the provider at {origin(url)}")
     if isinstance(exc, RequestTimeoutError):
-        return UpstreamTimeout(f"the provider at {_origin(url)} did not answer in time")
+        return UpstreamTimeout(f"the provider at {origin(url)} did not answer in time")
     if isinstance(exc, ConnectError):
-        return UpstreamUnreachable(f"cannot connect to the provider at {_origin(url)}")
-    return UpstreamUnreachable(f"the provider at {_origin(url)} failed: {type(exc).__name__}")
-
-
-def _origin(url: str) -> str:
-    # Never echo paths or query strings (they may carry keys) in client-facing errors.
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+        return UpstreamUnreachable(f"cannot connect to the provider at {origin(url)}")
+    return UpstreamUnreachable(f"the provider at {origin(url)} failed: {type(exc).__name__}")
 
 
 class _Response:
@@ -121,17 +115,6 @@ class PyreqwestUpstream:
             ctx = builder.streamed_read_buffer_limit(0).build_streamed()
             resp = await ctx.__aenter__()
             return _Response(resp, ctx, url)
-        except RequestError as exc:
-            raise _translate(exc, url) from None
-
-    async def get(
-        self, url: str, headers: list[tuple[str, str]], timeout_s: float | None = None
-    ) -> _Response:
-        builder = self._client.get(url).headers(headers)
-        if timeout_s is not None:
-            builder = builder.timeout(timedelta(seconds=timeout_s))
-        try:
-            return _Response(await builder.build().send(), None, url)
         except RequestError as exc:
             raise _translate(exc, url) from None
 

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from tests.conftest import Proc, provider
+from tests.conftest import Proc, provider, start_exporter
 from tests.nats_fixtures import NatsServer
 from tests.otlp_fixtures import otlp_receiver  # noqa: F401
 from tests.otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.timeout(120)
-EXPORTER = str(Path(sys.executable).parent / "gateway-exporter")
 ROOT_SPAN = "POST /v1/chat/completions"
 
 
@@ -42,10 +38,7 @@ async def test_sigterm_under_load_loses_no_request_and_no_span(
         "tracing": {"flush_interval_ms": 50, "nats": {"url": nats.url, "subject_prefix": "rollout"}},
         "exporter": {"traces": [{"name": "r", "endpoint": otlp_receiver.traces_url}]},
     }
-    cfg_file = tmp_path / "shared.yaml"
-    cfg_file.write_text(yaml.safe_dump(config))
-    log = open(tmp_path / "exporter.log", "wb")  # noqa: SIM115 - closed in finally
-    exporter = subprocess.Popen([EXPORTER, "--config", str(cfg_file)], stdout=log, stderr=log)
+    exporter = start_exporter(config, tmp_path)
     try:
         gws = [gateway_factory(config), gateway_factory(config)]
         # No keep-alive: every request opens a connection, as through a Service's endpoint list.
@@ -117,10 +110,5 @@ async def test_sigterm_under_load_loses_no_request_and_no_span(
             assert time.monotonic() < deadline, f"{len(missing)} of {len(served)} traces lost"
             await asyncio.sleep(0.2)
     finally:
-        exporter.terminate()
-        try:
-            exporter.wait(10)
-        except subprocess.TimeoutExpired:
-            exporter.kill()
-        log.close()
+        exporter.stop()
         nats.close()

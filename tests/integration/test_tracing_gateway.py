@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +17,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 
-from tests.conftest import Proc, provider
+from tests.conftest import Proc, provider, start_exporter
 from tests.nats_fixtures import NatsServer
 from tests.otlp_fixtures import otlp_receiver, second_otlp_receiver  # noqa: F401
 from tests.otlp_receiver import OtlpReceiver
@@ -174,9 +171,6 @@ async def test_embedded_pipeline_exports_full_traces(
     assert resource_attrs(second_otlp_receiver)["deployment.environment"] == "test"
 
 
-EXPORTER = str(Path(sys.executable).parent / "gateway-exporter")
-
-
 async def test_nats_mode_survives_nats_and_exporter_outages(
     tmp_path: Path,
     gateway_factory: Callable[..., Proc],
@@ -190,12 +184,7 @@ async def test_nats_mode_survives_nats_and_exporter_outages(
         "tracing": {"flush_interval_ms": 50, "nats": {"url": nats.url, "subject_prefix": "t-nats"}},
         "exporter": {"traces": [{"name": "grpc", "protocol": "grpc", "endpoint": otlp_receiver.grpc_url}]},
     }
-    cfg_file = tmp_path / "shared.yaml"
-    cfg_file.write_text(yaml.safe_dump(config))
-    exporter_log = open(tmp_path / "exporter.log", "wb")  # noqa: SIM115 - closed in finally
-    exporter = subprocess.Popen(
-        [EXPORTER, "--config", str(cfg_file)], stdout=exporter_log, stderr=exporter_log
-    )
+    exporter = start_exporter(config, tmp_path)
     try:
         gw = gateway_factory(config)
         async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
@@ -228,14 +217,11 @@ async def test_nats_mode_survives_nats_and_exporter_outages(
             nats.start()  # same port: gateway and exporter reconnect on their own
             await exported_after_retries("after NATS came back")
 
-            exporter.terminate()  # the exporter goes away: the gateway does not care
-            assert exporter.wait(15) == 0
+            assert exporter.stop() == 0  # the exporter goes away (SIGTERM): the gateway does not care
             assert [(await chat()).status_code for _ in range(10)] == [200] * 10
         assert "nats" in gw.output().lower()  # the outage was logged (rate-limited)
     finally:
-        if exporter.poll() is None:
-            exporter.kill()
-        exporter_log.close()
+        exporter.stop()
         nats.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from gateway.body import parse_request
 from gateway.errors import UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
 from gateway.routing import (
     NO_RETRY,
@@ -15,7 +16,6 @@ from gateway.routing import (
     apply_header_overrides,
     counts_as_failure,
     outcome_of,
-    rewrite_body,
     should_fallback,
     should_retry,
 )
@@ -167,7 +167,8 @@ def test_header_overrides_and_body_rewrite() -> None:
         ("Content-Type", "application/json"),
         ("x-region", "eu"),
     ]
-    body = rewrite_body(b'{"model":"chat","temperature":1,"messages":[]}', entry)
+    req = parse_request(b'{"model":"chat","temperature":1,"messages":[]}', "chat")
+    body = req.upstream_body(entry.upstream_model, dict(entry.override_params))
     assert msgspec.json.decode(body) == {"model": "gpt-4o", "temperature": 0.2, "messages": []}
 
 
