@@ -1,10 +1,11 @@
 """How many spans per second one core turns into OTLP request bodies (protobuf and JSON).
 
-Realistic spans: ~15 attributes each, the CLIENT span with a 1 KB ``tfy.input`` and a
-``tfy.output``, batches of 512 spans as the gateway's drain task ships them. The figure covers
-what the exporter does per batch after decoding the NATS message: sampling, redaction, encoding
-and framing; the ``+ gzip`` rows add compression (the network is never included). Rates are
-per CPU-second of this process, so other load on the machine does not skew them.
+Realistic traces as the gateway records them: a chat request with a 1 KB ``tfy.input`` and a
+JSON response, 4 spans each, batches of 128 traces (512 spans) as the drain task ships them.
+The figure covers what the exporter does per NATS message: decoding, building the spans from
+the records, deriving the body-based attributes, sampling, redaction, encoding and framing; the
+``+ gzip`` rows add compression (the network is never included). Rates are per CPU-second of
+this process, so other load on the machine does not skew them.
 
     python -m bench.exporter_throughput [--spans 100000]
 """
@@ -17,15 +18,16 @@ import os
 import statistics
 import time
 
+from exporter.enrich import enrich_batch
 from exporter.otlp import EncodeOptions, json_requests, proto_requests
+from gateway.telemetry.expand import expand_batch
 from gateway.telemetry.wire import (
     SCHEMA_VERSION,
-    SPAN_KIND_CLIENT,
-    SPAN_KIND_INTERNAL,
-    SPAN_KIND_SERVER,
+    AttemptRecord,
     Resource,
-    Span,
-    SpanBatch,
+    TargetInfo,
+    TraceBatch,
+    TraceRecord,
     decode_batch,
     encode_batch,
 )
@@ -35,74 +37,47 @@ _INPUT = (b'{"model":"chat-default","messages":[{"role":"user","content":"' + b"
 ] + b'"}]}'
 
 
-def _trace(now: int) -> list[Span]:
-    trace_id = os.urandom(16)
-    root = os.urandom(8)
-    common = {
-        "tfy.span_type": "ChatCompletion",
-        "tfy.request.created_by_subject": "user:alice@example.com",
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4o",
-        "http.request.method": "POST",
-        "url.path": "/v1/chat/completions",
-    }
-    client_attrs = {
-        **common,
-        "tfy.input": _INPUT,
-        "tfy.output": b'{"role":"assistant","content":"Hello there, how can I help?"}',
-        "tfy.input_short_hand": '{"messages":1,"has_image":false,"has_file":false,"has_audio":false}',
-        "tfy.data_routing.destination": "openai-main/gpt-4o",
-        "gen_ai.response.model": "gpt-4o-2024-08-06",
-        "gen_ai.response.id": "chatcmpl-abc123",
-        "gen_ai.response.finish_reasons": ["stop"],
-        "gen_ai.usage.input_tokens": 412,
-        "gen_ai.usage.output_tokens": 37,
-        "gen_ai.request.temperature": 0.7,
-        "gen_ai.request.stream": False,
-        "server.address": "api.openai.com",
-        "server.port": 443,
-        "http.response.status_code": 200,
-        "tfy.model.metric.latency_in_ms": 812.5,
-    }
-    return [
-        Span(trace_id, root, b"", "POST /v1/chat/completions", SPAN_KIND_SERVER, now, now + 900_000_000, 0, "",
-             {**common, "http.response.status_code": 200, "applied_ratelimit_rule_ids": ["per-user-rpm"]}),
-        Span(trace_id, os.urandom(8), root, "auth", SPAN_KIND_INTERNAL, now, now + 20_000, 0, "", dict(common)),
-        Span(trace_id, os.urandom(8), root, "model resolution", SPAN_KIND_INTERNAL, now, now + 15_000, 0, "",
-             {**common, "applied_loadbalance_rule_ids": ["chat-default-split"]}),
-        Span(trace_id, os.urandom(8), root, "chat gpt-4o", SPAN_KIND_CLIENT, now, now + 850_000_000, 0, "", client_attrs),
-    ]  # fmt: skip
+_OUTPUT = (
+    b'{"id":"chatcmpl-abc123","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06",'
+    b'"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},'
+    b'"finish_reason":"stop"}],"usage":{"prompt_tokens":412,"completion_tokens":37,"total_tokens":449}}'
+)
+_TARGET = TargetInfo("openai-main/gpt-4o", "openai", "gpt-4o", "api.openai.com", 443)
 
 
-def make_batches(total_spans: int, batch_spans: int = 512) -> list[bytes]:
+def _trace(t0: int, offset: int) -> TraceRecord:
+    attempt = AttemptRecord(os.urandom(8), _TARGET, "primary", t0 + 40_000, t0 + 850_000_000, 200)
+    return TraceRecord(
+        os.urandom(16), os.urandom(8), b"", offset, t0, t0 + 900_000_000, "/v1/chat/completions", "chat",
+        200, "", "", 0, "chat-default", False, _INPUT, t0 + 1_000, t0 + 20_000, t0 + 35_000,
+        "user:alice@example.com", {}, ["chat-default-split"], ["per-user-rpm"], [attempt],
+        t0 + 850_000_000, 0, 0, 412, 37, 0.0014, _OUTPUT, b"", 4,
+    )  # fmt: skip
+
+
+def make_batches(total_spans: int, batch_traces: int = 128) -> list[bytes]:
     """msgpack-encoded batches as they arrive from NATS."""
-    now = time.time_ns()
+    t0 = time.perf_counter_ns()
+    offset = time.time_ns() - t0
     resource = Resource("tfy-llm-gateway", "0.1.0", "bench-1", {"deployment.environment": "bench"})
-    batches: list[bytes] = []
-    spans: list[Span] = []
-    made = 0
-    while made < total_spans:
-        trace = _trace(now)
-        spans.extend(trace)
-        made += len(trace)
-        if len(spans) >= batch_spans:
-            batches.append(encode_batch(SpanBatch(SCHEMA_VERSION, resource, spans)))
-            spans = []
-    if spans:
-        batches.append(encode_batch(SpanBatch(SCHEMA_VERSION, resource, spans)))
-    return batches
+    n_traces = max(1, total_spans // 4)
+    traces = [_trace(t0, offset) for _ in range(n_traces)]
+    return [
+        encode_batch(TraceBatch(SCHEMA_VERSION, resource, traces[i : i + batch_traces]))
+        for i in range(0, n_traces, batch_traces)
+    ]
 
 
 def measure(
     batches: list[bytes], encoding: str, opts: EncodeOptions, compress: bool = False
 ) -> tuple[float, int]:
-    """Spans per CPU-second (decode + encode [+ gzip]) and total bytes produced."""
+    """Spans per CPU-second (decode, expand, enrich, encode [+ gzip]) and total bytes produced."""
     encode = proto_requests if encoding == "proto" else json_requests
     spans = out = 0
     start = time.process_time()  # CPU time: the figure is per core, whatever else runs
     for raw in batches:
-        batch = decode_batch(raw)
+        batch = expand_batch(decode_batch(raw))
+        enrich_batch(batch)
         requests, _ = encode(batch, opts)
         spans += sum(r.spans for r in requests)
         if compress:  # as the destinations do with compression: gzip

@@ -21,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from gateway.telemetry.expand import expand_batch
 from gateway.telemetry.wire import NatsConfig, SpanBatch, WireVersionError, decode_batch
 
 __all__ = ["QUEUE_GROUP", "SpanSubscriber"]
@@ -138,7 +139,7 @@ class SpanSubscriber:
     def handle(self, data: bytes) -> None:
         """Decode one message and submit it; bad input is counted, never raised."""
         try:
-            batch = decode_batch(data)
+            batch = expand_batch(decode_batch(data))
         except (msgspec.DecodeError, WireVersionError) as exc:
             self.bad_messages += 1
             self._bad_log.warning("exporter: undecodable span batch (%d bytes): %s", len(data), exc)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from time import perf_counter_ns, time_ns
 from typing import Any
 
-import msgspec
 from granian.rsgi import ProtocolClosed, ProtocolError
 
 from gateway.access import Decision
@@ -34,32 +33,8 @@ from gateway.routing import FailureKind, PlanEntry, RoutePlan, counts_as_failure
 from gateway.runtime import ModelTarget, Runtime
 from gateway.sse import Usage, usage_of
 from gateway.telemetry.drain import Telemetry
-from gateway.telemetry.payloads import timing_attributes
-from gateway.telemetry.spans import (
-    GEN_AI_INPUT_TOKENS,
-    GEN_AI_OPERATION,
-    GEN_AI_OUTPUT_TOKENS,
-    GEN_AI_PROVIDER,
-    GEN_AI_REQUEST_MODEL,
-    GEN_AI_REQUEST_STREAM,
-    HTTP_STATUS,
-    SPAN_KIND_CLIENT,
-    SPAN_TYPES,
-    TFY_DESTINATION,
-    TFY_INPUT,
-    TFY_LB_RULE_IDS,
-    TFY_METADATA,
-    TFY_OUTPUT,
-    TFY_RL_RULE_IDS,
-    TFY_SPAN_TYPE,
-    TFY_SUBJECT,
-    NullTrace,
-    RequestTrace,
-)
-
-_encode_json = msgspec.json.Encoder().encode
-TFY_OUTPUT_SSE = "tfy.output.sse"
-TFY_COST_USD = "tfy.model.metric.cost_in_usd"  # raw SSE events; the exporter assembles them into tfy.output
+from gateway.telemetry.spans import format_traceparent, new_span_id, new_trace_id, parse_traceparent
+from gateway.telemetry.wire import PHASE_AUTH, PHASE_NONE, PHASE_RESOLUTION, AttemptRecord, TraceRecord
 
 log = logging.getLogger("gateway.proxy")
 
@@ -88,26 +63,55 @@ async def read_body(scope: Any, proto: Any, limit: int) -> bytes:
 
 
 class Outcome:
-    """What the request path learned, for the trace (and metrics) recorded once at the end."""
+    """What the request path learned, for the metrics and the trace record made once at the end.
+
+    It also carries the request's trace identity, so ids exist (for ``x-request-id`` and the
+    ``traceparent`` sent upstream) whether or not tracing is on. Clock fields hold
+    ``perf_counter_ns()`` readings, 0 until reached.
+    """
 
     __slots__ = (
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "flags",
+        "start_pc",
+        "epoch_offset",
         "decision",
         "status",
         "error",
+        "failed_phase",
         "target",
         "usage",
+        "auth_start_pc",
+        "auth_end_pc",
+        "resolved_pc",
+        "attempts",
         "first_pc",
+        "stream_start_pc",
+        "stream_end_pc",
         "events",
         "body_out",
         "plan",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, traceparent: str | None) -> None:
+        parent = parse_traceparent(traceparent) if traceparent else None
+        if parent is None:
+            self.trace_id, self.parent_id, self.flags = new_trace_id(), b"", 1
+        else:
+            self.trace_id, self.parent_id, self.flags = parent
+        self.span_id = new_span_id()
+        self.start_pc = pc = perf_counter_ns()
+        self.epoch_offset = time_ns() - pc
         self.status = 200
         self.error: GatewayError | None = None
+        self.failed_phase = PHASE_NONE
         self.target: ModelTarget | None = None
         self.usage: Usage | None = None
-        self.first_pc = 0
+        self.auth_start_pc = self.auth_end_pc = self.resolved_pc = 0
+        self.attempts: list[AttemptRecord] = []
+        self.first_pc = self.stream_start_pc = self.stream_end_pc = 0
         self.events: list[bytes] | None = None  # a stream's SSE events, as sent
         self.body_out = b""
         self.plan: RoutePlan | None = None
@@ -119,38 +123,31 @@ async def handle_llm(
 ) -> None:
     """``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
     metrics.inflight_inc()
-    trace = (RequestTrace if tel.enabled else NullTrace).start(
-        "POST", scope.path, scope.headers.get("traceparent")
-    )
-    request_id = trace.trace_id_hex
-    out = Outcome()
+    out = Outcome(scope.headers.get("traceparent"))
+    request_id = out.trace_id.hex()
     req: ParsedRequest | None = None
     try:
         body = await read_body(scope, proto, rt.max_body_bytes)
         req = parse_request(body, endpoint)
 
-        auth = trace.child("auth")
+        out.auth_start_pc = perf_counter_ns()
         try:
             decision = out.decision = rt.access.check(scope.headers.get, req.model)
-        except GatewayError as exc:
-            auth.fail(exc.code or type(exc).__name__, exc.message)
+        except GatewayError:
+            out.failed_phase = PHASE_AUTH
             raise
         finally:
-            auth.end()
-        auth.set(TFY_SUBJECT, decision.principal.subject)
+            out.auth_end_pc = perf_counter_ns()
 
-        resolution = trace.child("model resolution")
         plan = out.plan = rt.router.plan(req.model)
+        out.resolved_pc = perf_counter_ns()
         if plan is None:
-            resolution.fail("ModelNotFound")
+            out.failed_phase = PHASE_RESOLUTION
             raise ModelNotFound(
                 f"model '{req.model}' does not exist or is not served by this gateway", param="model"
             )
-        if plan.rule_ids:
-            resolution.set(TFY_LB_RULE_IDS, list(plan.rule_ids))
-        resolution.end()
 
-        attempt, entry = await _call_with_fallbacks(rt, trace, metrics, plan, req, endpoint, out)
+        attempt, entry = await _call_with_fallbacks(rt, metrics, plan, req, endpoint, out, tel.enabled)
         headers = [
             ("x-request-id", request_id),
             ("x-tfy-resolved-model", entry.target),
@@ -162,11 +159,11 @@ async def handle_llm(
             out.usage = usage_of(attempt.body)
             proto.response_bytes(200, [("content-type", attempt.content_type), *headers], attempt.body)
             return
-        stream_span = trace.child("stream")
+        out.stream_start_pc = perf_counter_ns()
         try:
             await _relay_stream(proto, attempt, headers)
         finally:
-            stream_span.end()
+            out.stream_end_pc = perf_counter_ns()
             if attempt.relay is not None:
                 out.usage = attempt.relay.usage
                 out.events = attempt.relay.events
@@ -186,52 +183,51 @@ async def handle_llm(
         if out.decision is not None and out.usage is not None:
             # Token limits are charged with the real usage once the response (or stream) is done.
             out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
-        cost = _record_metrics(rt, metrics, trace, req, out)
-        if isinstance(trace, RequestTrace):  # tracing enabled
-            if cost is not None:
-                trace.root.attributes[TFY_COST_USD] = cost
-            _record_trace(tel, trace, endpoint, req, out)
+        cost = _record_metrics(rt, metrics, req, out)
+        if tel.enabled:
+            _record_trace(tel, scope.path, endpoint, req, out, cost)
 
 
 async def _call_with_fallbacks(
     rt: Runtime,
-    trace: RequestTrace | NullTrace,
     metrics: Metrics,
     plan: RoutePlan,
     req: ParsedRequest,
     endpoint: str,
     out: Outcome,
+    keep_events: bool,
 ) -> tuple[Attempt, PlanEntry]:
     """Walk the plan: retry a target per its ``retry_config``, then fall back to the next one.
 
-    Every attempt gets its own CLIENT span and forwards a ``traceparent`` naming it."""
+    Every attempt is recorded (a CLIENT span for the trace) and forwards a ``traceparent``
+    naming it."""
     router = rt.router
-    operation = SPAN_TYPES[endpoint][1]
     step = plan.first()
     while True:
         entry = step.entry
         target = out.target = rt.models[entry.target]
-        span = trace.child(f"{operation} {entry.upstream_model}", SPAN_KIND_CLIENT)
-        span.update(target.client_span_attributes(endpoint, req.stream))
-        if step.kind != "primary":
-            span.set("tfy.attempt.kind", step.kind)
-        started = time.perf_counter()
+        span_id = new_span_id()
+        started = perf_counter_ns()
         try:
             attempt = await run_attempt(
                 target,
                 entry,
                 req,
                 endpoint,
-                [("traceparent", trace.traceparent_for(span))],
-                keep_events=isinstance(trace, RequestTrace),  # the events only feed tfy.output
+                [("traceparent", format_traceparent(out.trace_id, span_id, out.flags))],
+                keep_events=keep_events,  # a stream's events only feed the trace's tfy.output
             )
         except UpstreamError as exc:
+            ended = perf_counter_ns()
+            out.attempts.append(
+                AttemptRecord(
+                    span_id, target.trace_info, step.kind, started, ended, exc.status,
+                    exc.code or type(exc).__name__, exc.message,
+                )
+            )  # fmt: skip
             outcome = FailureKind.TTFT_TIMEOUT if isinstance(exc, TTFTTimeout) else outcome_of(exc)
-            span.set(HTTP_STATUS, exc.status)
-            span.fail(exc.code or type(exc).__name__, exc.message)
-            span.end()
             if counts_as_failure(outcome):
-                router.record(entry.target, False, time.perf_counter() - started)
+                router.record(entry.target, False, (ended - started) / 1e9)
             nxt = plan.next_step(step, outcome)
             if nxt is None:
                 raise
@@ -243,15 +239,21 @@ async def _call_with_fallbacks(
             if step.delay_s:
                 await asyncio.sleep(step.delay_s)
             continue
-        span.set(HTTP_STATUS, 200)
-        span.end()
-        router.record(entry.target, True, time.perf_counter() - started)
+        except BaseException as exc:  # not the provider's failure (bad request shape, cancel)
+            out.attempts.append(
+                AttemptRecord(
+                    span_id, target.trace_info, step.kind, started, perf_counter_ns(), 0,
+                    getattr(exc, "code", None) or type(exc).__name__, getattr(exc, "message", ""),
+                )
+            )  # fmt: skip
+            raise
+        ended = perf_counter_ns()
+        out.attempts.append(AttemptRecord(span_id, target.trace_info, step.kind, started, ended, 200))
+        router.record(entry.target, True, (ended - started) / 1e9)
         return attempt, entry
 
 
-def _record_metrics(
-    rt: Runtime, metrics: Metrics, trace: RequestTrace | NullTrace, req: ParsedRequest | None, out: Outcome
-) -> float | None:
+def _record_metrics(rt: Runtime, metrics: Metrics, req: ParsedRequest | None, out: Outcome) -> float | None:
     """Count the finished request in the Prometheus catalog; returns its cost in USD (if priced)."""
     try:
         err = out.error
@@ -263,10 +265,10 @@ def _record_metrics(
             cost = rt.prices.cost_usd(
                 target.model_id, target.upstream_model, usage.prompt_tokens, usage.completion_tokens
             )
-        latency_ms = trace.elapsed_ms()
-        ttft_ms = (
-            (out.first_pc - trace.root.start_pc) / 1e6 if out.first_pc and out.events is not None else None
-        )
+        if not metrics.enabled:
+            return cost
+        latency_ms = (perf_counter_ns() - out.start_pc) / 1e6
+        ttft_ms = (out.first_pc - out.start_pc) / 1e6 if out.first_pc and out.events is not None else None
         decision = out.decision
         metrics.record_request(
             req.model if req is not None else "",
@@ -291,50 +293,60 @@ def _record_metrics(
 
 
 def _record_trace(
-    tel: Telemetry, trace: RequestTrace, endpoint: str, req: ParsedRequest | None, out: Outcome
+    tel: Telemetry, path: str, endpoint: str, req: ParsedRequest | None, out: Outcome, cost: float | None
 ) -> None:
-    """Finish the trace and hand it to the ring: only values already at hand, nothing decoded.
+    """Hand the request's trace record to the ring: values already at hand, nothing decoded.
 
-    Body-derived attributes (request parameters, input short hand, response id and finish
-    reasons, the assembled stream) are added by the exporter (``exporter/enrich.py``)."""
+    The exporter builds the spans and their attributes from it (``gateway.telemetry.expand``),
+    then the body-derived ones (``exporter/enrich.py``), off the request path."""
     try:
-        root = trace.root
-        span_type, operation = SPAN_TYPES[endpoint]
-        attrs = root.attributes
-        attrs[TFY_SPAN_TYPE] = span_type
-        attrs[GEN_AI_OPERATION] = operation
-        if req is not None:
-            attrs[TFY_INPUT] = req.body
-            attrs[GEN_AI_REQUEST_MODEL] = req.model
-            attrs[GEN_AI_REQUEST_STREAM] = req.stream
-        if out.target is not None:
-            attrs[GEN_AI_PROVIDER] = out.target.provider.type
-            if out.error is None:
-                attrs[TFY_DESTINATION] = out.target.model_id
-        if out.plan is not None and out.plan.rule_ids:
-            attrs[TFY_LB_RULE_IDS] = list(out.plan.rule_ids)
-        decision = out.decision
-        if isinstance(out.error, RateLimited):
-            attrs[TFY_RL_RULE_IDS] = [out.error.rule_id]
-        if decision is not None:
-            attrs[TFY_SUBJECT] = decision.principal.subject
-            if decision.metadata:
-                attrs[TFY_METADATA] = _encode_json(decision.metadata)
-            if decision.rule_ids:
-                attrs[TFY_RL_RULE_IDS] = list(decision.rule_ids)
-        if out.usage is not None:
-            attrs[GEN_AI_INPUT_TOKENS] = out.usage.prompt_tokens
-            attrs[GEN_AI_OUTPUT_TOKENS] = out.usage.completion_tokens
-        if out.events is not None:
-            attrs[TFY_OUTPUT_SSE] = b"".join(out.events)
-        elif out.body_out:
-            attrs[TFY_OUTPUT] = out.body_out
-        attrs.update(timing_attributes(root, out.first_pc))  # root still open: latency up to now
-        err = out.error
-        if err is None:
-            tel.record(trace.finish(out.status))
+        err, decision, usage = out.error, out.decision, out.usage
+        if isinstance(err, RateLimited):
+            rl_rule_ids = [err.rule_id]
         else:
-            tel.record(trace.finish(out.status, err.code or type(err).__name__, err.message))
+            rl_rule_ids = decision.rule_ids if decision is not None else []
+        plan = out.plan
+        attempts = out.attempts
+        tel.record(
+            TraceRecord(
+                out.trace_id,
+                out.span_id,
+                out.parent_id,
+                out.epoch_offset,
+                out.start_pc,
+                perf_counter_ns(),
+                path,
+                endpoint,
+                out.status,
+                (err.code or type(err).__name__) if err is not None else "",
+                err.message if err is not None else "",
+                out.failed_phase,
+                req.model if req is not None else "",
+                req.stream if req is not None else False,
+                req.body if req is not None else b"",
+                out.auth_start_pc,
+                out.auth_end_pc,
+                out.resolved_pc,
+                decision.principal.subject if decision is not None else "",
+                decision.metadata if decision is not None else {},
+                list(plan.rule_ids) if plan is not None and plan.rule_ids else [],
+                rl_rule_ids,
+                attempts,
+                out.first_pc,
+                out.stream_start_pc,
+                out.stream_end_pc,
+                usage.prompt_tokens if usage is not None else -1,
+                usage.completion_tokens if usage is not None else -1,
+                cost,
+                out.body_out,
+                b"".join(out.events) if out.events else b"",
+                1
+                + (out.auth_start_pc != 0)
+                + (out.resolved_pc != 0)
+                + len(attempts)
+                + (out.stream_start_pc != 0),
+            )
+        )
     except Exception:  # telemetry never fails a request
         log.exception("recording a trace failed")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -19,8 +18,7 @@ from gateway.config import GatewayConfig, ProviderConfig
 from gateway.metrics import PriceTable
 from gateway.providers import anthropic
 from gateway.routing import Router
-from gateway.telemetry.payloads import llm_request_attributes
-from gateway.telemetry.spans import TFY_DESTINATION
+from gateway.telemetry.wire import TargetInfo
 from gateway.upstream import UpstreamClient, make_client
 
 log = logging.getLogger("gateway")
@@ -42,7 +40,7 @@ class ModelTarget:
         "headers",
         "server_address",
         "server_port",
-        "_span_attributes",
+        "trace_info",
     )
 
     def __init__(self, provider: ProviderConfig, upstream_model: str, client: UpstreamClient) -> None:
@@ -63,24 +61,11 @@ class ModelTarget:
         parts = urlsplit(provider.base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._span_attributes: dict[tuple[str, bool], dict[str, Any]] = {}
-
-    def client_span_attributes(self, endpoint: str, stream: bool) -> dict[str, Any]:
-        """The constant attributes of a CLIENT span calling this target (built once per kind)."""
-        key = (endpoint, stream)
-        attrs = self._span_attributes.get(key)
-        if attrs is None:
-            attrs = llm_request_attributes(
-                endpoint,
-                self.provider.type,
-                self.upstream_model,
-                stream=stream,
-                server_address=self.server_address,
-                server_port=self.server_port,
-            )
-            attrs[TFY_DESTINATION] = self.model_id  # per attempt: retries and fallbacks name their target
-            self._span_attributes[key] = attrs
-        return attrs
+        # What a trace record says about an attempt at this target (the exporter builds the
+        # CLIENT span's attributes from it).
+        self.trace_info = TargetInfo(
+            self.model_id, provider.type, upstream_model, self.server_address, self.server_port
+        )
 
 
 class _ModelEntry(msgspec.Struct):

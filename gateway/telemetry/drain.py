@@ -1,8 +1,9 @@
-"""The drain task: moves span batches from the ring to a sink, off the request path.
+"""The drain task: moves trace batches from the ring to a sink, off the request path.
 
-It wakes when the ring crosses its batch threshold or every ``flush_interval_ms``, takes up to
-``batch_max_spans`` spans, wraps them in a :class:`wire.SpanBatch` with this worker's
-:class:`wire.Resource`, and hands the batch to the sink (NATS, or the embedded exporter).
+It wakes when the ring crosses its batch threshold or every ``flush_interval_ms``, takes whole
+traces worth up to ``batch_max_spans`` spans, wraps them in a :class:`wire.TraceBatch` with this
+worker's :class:`wire.Resource`, and hands the batch to the sink (NATS, or the embedded
+exporter).
 Shutdown order (:meth:`Drainer.stop`): stop waiting, ship everything left in the ring within
 the deadline, then let the sink drain (NATS ``drain`` flushes the socket).
 
@@ -22,7 +23,7 @@ from typing import Any
 import gateway
 from gateway.telemetry.ring import TelemetryCounters, TraceRing
 from gateway.telemetry.sinks import EmbeddedSink, NatsSink, RateLimitedLog, Sink, SupportsSubmit
-from gateway.telemetry.wire import SCHEMA_VERSION, Resource, Span, SpanBatch, TracingConfig
+from gateway.telemetry.wire import SCHEMA_VERSION, Resource, TraceBatch, TraceRecord, TracingConfig
 
 __all__ = ["Drainer", "Telemetry", "make_resource"]
 
@@ -87,12 +88,13 @@ class Drainer:
 
     async def flush_once(self) -> int:
         """Ship one batch (if any spans are buffered); returns the number of spans taken."""
-        spans: list[Span] = self.ring.pop_batch(self._batch_max)
-        if not spans:
+        traces = self.ring.pop_batch(self._batch_max)
+        if not traces:
             return 0
-        await self.sink.send(SpanBatch(SCHEMA_VERSION, self.resource, spans))
+        batch = TraceBatch(SCHEMA_VERSION, self.resource, traces)
+        await self.sink.send(batch)
         self.batches_sent += 1
-        return len(spans)
+        return batch.span_count
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Final flush of the ring, then drain the sink; bounded by ``timeout_s`` overall."""
@@ -181,10 +183,10 @@ class Telemetry:
         )
         return cls(ring, drainer)
 
-    def record(self, spans: list[Span]) -> None:
+    def record(self, trace: TraceRecord) -> None:
         """Hand one finished trace to the ring (O(1), never awaits; no-op when disabled)."""
         if self.enabled:
-            self.ring.push(spans)
+            self.ring.push(trace)
 
     @property
     def connected(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict, deque
 
-from gateway.telemetry.wire import Span
+from gateway.telemetry.wire import TraceRecord
 
 __all__ = ["TelemetryCounters", "TraceRing"]
 
@@ -37,7 +37,10 @@ class TelemetryCounters:
 
 
 class TraceRing:
-    """Finished traces (lists of spans), at most ``capacity`` of them, oldest first."""
+    """Finished traces (one record per request), at most ``capacity`` of them, oldest first.
+
+    Counts are in spans (a record stands for ``span_count`` of them), so the counters and the
+    batch threshold mean the same with any number of spans per request."""
 
     __slots__ = ("_capacity", "_pending_spans", "_threshold", "_traces", "counters", "wakeup")
 
@@ -48,33 +51,36 @@ class TraceRing:
             raise ValueError("capacity and batch_max_spans must be positive")
         self._capacity = capacity
         self._threshold = batch_max_spans
-        self._traces: deque[list[Span]] = deque()
+        self._traces: deque[TraceRecord] = deque()
         self._pending_spans = 0
         self.counters = counters or TelemetryCounters()
         # Set when buffered spans cross the batch threshold; the drainer waits on it.
         self.wakeup = asyncio.Event()
 
-    def push(self, spans: list[Span]) -> None:
+    def push(self, trace: TraceRecord) -> None:
         """Buffer one finished trace; drop and count it if the ring is full. Never awaits."""
-        n = len(spans)
+        n = trace.span_count
         if len(self._traces) >= self._capacity:
             self.counters.dropped["ring_full"] += n
             return
-        self._traces.append(spans)
+        self._traces.append(trace)
         self.counters.recorded += n
         before = self._pending_spans
         self._pending_spans = before + n
         if before < self._threshold <= before + n:
             self.wakeup.set()
 
-    def pop_batch(self, max_spans: int | None = None) -> list[Span]:
+    def pop_batch(self, max_spans: int | None = None) -> list[TraceRecord]:
         """Take whole traces, oldest first, up to ``max_spans`` spans (at least one trace)."""
         limit = self._threshold if max_spans is None else max_spans
         traces = self._traces
-        out: list[Span] = []
-        while traces and (not out or len(out) + len(traces[0]) <= limit):
-            out.extend(traces.popleft())
-        self._pending_spans -= len(out)
+        out: list[TraceRecord] = []
+        taken = 0
+        while traces and (not out or taken + traces[0].span_count <= limit):
+            trace = traces.popleft()
+            out.append(trace)
+            taken += trace.span_count
+        self._pending_spans -= taken
         return out
 
     @property

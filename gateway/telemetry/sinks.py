@@ -1,4 +1,4 @@
-"""Where the drain task sends span batches: NATS (scale-out) or the in-process exporter.
+"""Where the drain task sends trace batches: NATS (scale-out) or the in-process exporter.
 
 A sink's ``send`` never raises and never blocks on a dead broker: a batch that cannot be
 delivered is dropped and counted, with one rate-limited log line. :func:`encode_parts` (pure)
@@ -15,8 +15,9 @@ from typing import Any, Protocol
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
+from gateway.telemetry.expand import expand_batch
 from gateway.telemetry.ring import TelemetryCounters
-from gateway.telemetry.wire import NatsConfig, SpanBatch, encode_batch
+from gateway.telemetry.wire import NatsConfig, SpanBatch, TraceBatch, encode_batch
 
 __all__ = ["EmbeddedSink", "NatsSink", "RateLimitedLog", "Sink", "encode_parts"]
 
@@ -31,7 +32,7 @@ class Sink(Protocol):
 
     async def start(self) -> None: ...
 
-    async def send(self, batch: SpanBatch) -> None: ...
+    async def send(self, batch: TraceBatch) -> None: ...
 
     async def stop(self, timeout_s: float) -> None: ...
 
@@ -57,21 +58,22 @@ class RateLimitedLog:
         self._logger.warning(msg + " (%d similar suppressed)", *args, suppressed)
 
 
-def encode_parts(batch: SpanBatch, max_payload: int) -> tuple[list[bytes], int]:
+def encode_parts(batch: TraceBatch, max_payload: int) -> tuple[list[bytes], int]:
     """Encode ``batch`` as messages no larger than ``max_payload`` bytes.
 
-    Halves the span list recursively until each half fits. Returns ``(messages,
-    oversize_spans)``: a single span that alone exceeds the limit cannot be sent and is counted.
+    Halves the trace list recursively until each half fits. Returns ``(messages,
+    oversize_spans)``: a single trace that alone exceeds the limit cannot be sent, and its spans
+    are counted.
     """
     data = encode_batch(batch)
     if len(data) <= max_payload:
         return [data], 0
-    spans = batch.spans
-    if len(spans) <= 1:
-        return [], len(spans)
-    mid = len(spans) // 2
-    left, lost_l = encode_parts(SpanBatch(batch.version, batch.resource, spans[:mid]), max_payload)
-    right, lost_r = encode_parts(SpanBatch(batch.version, batch.resource, spans[mid:]), max_payload)
+    traces = batch.traces
+    if len(traces) <= 1:
+        return [], batch.span_count
+    mid = len(traces) // 2
+    left, lost_l = encode_parts(TraceBatch(batch.version, batch.resource, traces[:mid]), max_payload)
+    right, lost_r = encode_parts(TraceBatch(batch.version, batch.resource, traces[mid:]), max_payload)
     return left + right, lost_l + lost_r
 
 
@@ -154,9 +156,9 @@ class NatsSink:
     async def _on_reconnected(self) -> None:
         log.info("telemetry: reconnected to NATS; publishing resumes")
 
-    async def send(self, batch: SpanBatch) -> None:
+    async def send(self, batch: TraceBatch) -> None:
         """Publish ``batch`` (split to fit ``max_payload``) and flush; drop and count on failure."""
-        n = len(batch.spans)
+        n = batch.span_count
         nc = self._nc
         if not nc.is_connected:
             self._counters.drop("nats_unavailable", n)
@@ -218,7 +220,9 @@ class SupportsSubmit(Protocol):
 
 
 class EmbeddedSink:
-    """Hands batches to the exporter pipeline in the same process (no broker, no encoding)."""
+    """Hands batches to the exporter pipeline in the same process (no broker, no encoding).
+
+    Records become spans here, as the exporter process does on receipt."""
 
     connected = True
 
@@ -231,15 +235,16 @@ class EmbeddedSink:
         """Start the pipeline's destination workers."""
         await self._pipeline.start()
 
-    async def send(self, batch: SpanBatch) -> None:
+    async def send(self, batch: TraceBatch) -> None:
         """``submit`` is non-blocking: the pipeline queues or drops (and counts) on its side."""
+        n = batch.span_count
         try:
-            self._pipeline.submit(batch)
+            self._pipeline.submit(expand_batch(batch))
         except Exception as exc:  # a broken pipeline must not kill the drain task
-            self._counters.drop("exporter_error", len(batch.spans))
+            self._counters.drop("exporter_error", n)
             self._error_log.warning("telemetry: embedded exporter rejected a batch: %r", exc)
             return
-        self._counters.published += len(batch.spans)
+        self._counters.published += n
 
     async def stop(self, timeout_s: float) -> None:
         """Let the pipeline flush its queues within ``timeout_s``."""

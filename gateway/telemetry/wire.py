@@ -1,16 +1,24 @@
-"""The wire contract between gateway and exporter: versioned, msgpack-encoded span batches.
+"""The wire contract between gateway and exporter: versioned, msgpack-encoded trace batches.
 
-Both sides import this one module; the exporter imports nothing else from the gateway.
-One NATS message carries one :class:`SpanBatch`. Records are ``array_like`` (positional
-msgpack arrays, no field names on the wire) and ``gc=False`` (they hold no cycles), which
-is what keeps recording a span in the low microseconds.
+Both sides import this module (and :mod:`gateway.telemetry.expand`, which turns records into
+spans); the exporter imports nothing else from the gateway. One NATS message carries one
+:class:`TraceBatch`. Records are ``array_like`` (positional msgpack arrays, no field names on the
+wire) and ``gc=False`` (they hold no cycles).
+
+What travels is one compact :class:`TraceRecord` per request: ids, clock readings, the request
+and response bytes and the few values the request path already held, and no attribute names.
+The OpenTelemetry spans (SERVER root, ``auth``, ``model resolution``, one CLIENT span per
+upstream attempt, ``stream``) and their attributes are built from it by the exporter
+(:func:`gateway.telemetry.expand.expand_batch`), off the request path and, with NATS, in another
+process: recording a request costs one constructor call, and encoding it a few hundred bytes of
+mostly verbatim payload.
 
 Schema evolution: fields are only ever appended, with defaults, and ``SCHEMA_VERSION`` is
 bumped; a decoder rejects a batch whose version it does not know instead of guessing.
 
-Attribute values are ``str | bytes | int | float | bool | list[str] | list[int] | list[float]``.
-``bytes`` values are UTF-8 text the gateway already had as bytes (a request body): the
-exporter decodes them, so the request path never does.
+Span attribute values are ``str | bytes | int | float | bool | list[str] | list[int] |
+list[float]``. ``bytes`` values are UTF-8 text the gateway already had as bytes (a request
+body): the exporter decodes them, so the request path never does.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # OTLP enum values, kept numeric so the exporter maps them 1:1.
 SPAN_KIND_INTERNAL = 1
@@ -57,32 +65,126 @@ class Resource(msgspec.Struct, array_like=True, gc=False):
 
 
 class SpanBatch(msgspec.Struct, array_like=True, gc=False):
-    """One NATS message: a resource and the spans of one or more whole traces."""
+    """A resource and the spans of one or more whole traces (what the exporter pipeline takes)."""
 
     version: int
     resource: Resource
     spans: list[Span]
 
 
+# --- what the request path records -------------------------------------------------------------
+# Clock readings are ``perf_counter_ns()`` values; ``epoch_offset`` (``time_ns() -
+# perf_counter_ns()`` at the start of the request) maps them to Unix epoch nanoseconds. A
+# reading of 0 means "never reached" (the phase, and its span, did not happen).
+
+# TraceRecord.failed_phase: which internal span carries the request's error
+PHASE_NONE = 0
+PHASE_AUTH = 1
+PHASE_RESOLUTION = 2
+
+
+class TargetInfo(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """The constant facts of one upstream target, built once per config (see ``runtime``)."""
+
+    model_id: str  # "<provider>/<model>" as the gateway names it
+    provider: str  # gen_ai.provider.name: openai, anthropic, ...
+    upstream_model: str  # the model name sent to the provider
+    server_address: str
+    server_port: int
+
+
+class AttemptRecord(msgspec.Struct, array_like=True, gc=False):
+    """One upstream attempt (a CLIENT span). ``span_id`` is the one forwarded in ``traceparent``."""
+
+    span_id: bytes
+    target: TargetInfo
+    kind: str  # primary | retry | fallback
+    start_pc: int
+    end_pc: int
+    status: int  # the provider's HTTP status (200 on success, 0 when none was received)
+    error_type: str = ""
+    error_message: str = ""
+
+
+class TraceRecord(msgspec.Struct, array_like=True, gc=False):
+    """Everything one request's spans are built from; made once, when the request ends."""
+
+    trace_id: bytes
+    span_id: bytes  # the SERVER span
+    parent_id: bytes  # the caller's span from ``traceparent`` (b"" when the trace starts here)
+    epoch_offset: int
+    start_pc: int
+    end_pc: int
+    path: str
+    endpoint: str  # chat | completions | embeddings | responses
+    status: int  # HTTP status sent to the client
+    error_type: str  # "" on success
+    error_message: str
+    failed_phase: int  # PHASE_*
+    model: str  # the model the client asked for ("" if the body was not readable)
+    stream: bool
+    request_body: bytes
+    auth_start_pc: int
+    auth_end_pc: int
+    resolved_pc: int
+    subject: str
+    metadata: dict[str, str]
+    lb_rule_ids: list[str]
+    rl_rule_ids: list[str]
+    attempts: list[AttemptRecord]
+    first_chunk_pc: int
+    stream_start_pc: int
+    stream_end_pc: int
+    input_tokens: int  # -1: no usage known
+    output_tokens: int
+    cost_usd: float | None
+    response_body: bytes  # the JSON response (non-streamed)
+    response_sse: bytes  # the SSE events as sent (streamed)
+    span_count: int  # how many spans the exporter will build (for the gateway's counters)
+
+
+class TraceBatch(msgspec.Struct, array_like=True, gc=False):
+    """One NATS message: a resource and the records of one or more requests."""
+
+    version: int
+    resource: Resource
+    traces: list[TraceRecord]
+
+    @property
+    def span_count(self) -> int:
+        """Spans these records stand for."""
+        return sum(t.span_count for t in self.traces)
+
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(SpanBatch)
+_decoder = msgspec.msgpack.Decoder(TraceBatch)
 
 
 class WireVersionError(ValueError):
     """A batch written by a newer (or unknown) schema version."""
 
 
-def encode_batch(batch: SpanBatch) -> bytes:
+def encode_batch(batch: TraceBatch) -> bytes:
     """msgpack bytes for one batch."""
     return _encoder.encode(batch)
 
 
-def decode_batch(data: bytes) -> SpanBatch:
-    """Decode one batch; raises ``msgspec.DecodeError`` or :class:`WireVersionError`."""
-    batch = _decoder.decode(data)
-    if batch.version != SCHEMA_VERSION:
-        raise WireVersionError(f"span batch schema version {batch.version}, expected {SCHEMA_VERSION}")
-    return batch
+def decode_batch(data: bytes) -> TraceBatch:
+    """Decode one batch; raises ``msgspec.DecodeError`` or :class:`WireVersionError`.
+
+    The version is checked before the records are decoded, so a batch from a newer gateway is
+    reported as such rather than as a shape mismatch."""
+    try:
+        version = _version_decoder.decode(data)[0]
+    except (msgspec.DecodeError, IndexError, TypeError):
+        version = None
+    if version != SCHEMA_VERSION:
+        if isinstance(version, int):
+            raise WireVersionError(f"trace batch schema version {version}, expected {SCHEMA_VERSION}")
+    return _decoder.decode(data)
+
+
+_version_decoder = msgspec.msgpack.Decoder(tuple[int, msgspec.Raw, msgspec.Raw])
 
 
 # --- configuration shared by gateway and exporter ------------------------------------------------

@@ -12,8 +12,9 @@ from nats.aio.client import Client as NatsClient
 
 from exporter import cli
 from gateway.telemetry.drain import make_resource
-from gateway.telemetry.spans import RequestTrace
-from gateway.telemetry.wire import SCHEMA_VERSION, SpanBatch, encode_batch
+from gateway.telemetry.expand import expand_trace
+from gateway.telemetry.wire import SCHEMA_VERSION, SpanBatch, TraceBatch, encode_batch
+from tests.records import chat_record
 
 CONFIG = """
 server: {max_body_bytes: 1000}       # gateway-only sections are ignored
@@ -83,14 +84,16 @@ async def test_run_consumes_and_stops(nats_server: str, monkeypatch: pytest.Monk
     task = asyncio.create_task(cli.run(settings, 3.0, stop))
     nc = NatsClient()
     await nc.connect(servers=[nats_server])
-    batch = SpanBatch(SCHEMA_VERSION, make_resource("svc"), RequestTrace.start("GET", "/x").finish(200))
+    record = chat_record()
+    batch = TraceBatch(SCHEMA_VERSION, make_resource("svc"), [record])
     for _ in range(50):  # the subscription may not exist yet: publish until one arrives
         await nc.publish("exp.spans", encode_batch(batch))
         await nc.flush()
         if got:
             break
         await asyncio.sleep(0.1)
-    assert got and got[0] == batch
+    assert got and got[0].resource == batch.resource
+    assert [(s.trace_id, s.name) for s in got[0].spans] == [(s.trace_id, s.name) for s in expand_trace(record)]
     stop.set()
     await asyncio.wait_for(task, 5)
     assert events == ["init", "start", "stop"]

@@ -12,11 +12,20 @@ from nats.aio.client import Client as NatsClient
 
 from exporter.subscriber import SpanSubscriber
 from gateway.telemetry.drain import Drainer, Telemetry, make_resource
+from gateway.telemetry.expand import expand_trace
 from gateway.telemetry.ring import TraceRing
 from gateway.telemetry.sinks import NatsSink
-from gateway.telemetry.spans import SPAN_KIND_CLIENT, TFY_INPUT, RequestTrace
-from gateway.telemetry.wire import NatsConfig, Span, SpanBatch, TracingConfig
+from gateway.telemetry.wire import (
+    SCHEMA_VERSION,
+    SPAN_KIND_INTERNAL,
+    NatsConfig,
+    Span,
+    SpanBatch,
+    TraceBatch,
+    TracingConfig,
+)
 from tests.nats_fixtures import NatsServer
+from tests.records import chat_record as chat_trace
 
 pytestmark = pytest.mark.nats
 
@@ -53,14 +62,8 @@ async def wait_until(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def chat_trace(input_bytes: bytes = b'{"model":"m"}') -> list[Span]:
-    t = RequestTrace.start("POST", "/v1/chat/completions")
-    t.child("auth").end()
-    t.child("model resolution").end()
-    c = t.child("chat gpt-4o", SPAN_KIND_CLIENT)
-    c.end()
-    t.root.set(TFY_INPUT, input_bytes)
-    return t.finish(200)
+def _comparable(span: Span) -> Span:
+    return msgspec.structs.replace(span, span_id=b"") if span.kind == SPAN_KIND_INTERNAL else span
 
 
 def nats_cfg(url: str) -> NatsConfig:
@@ -94,9 +97,12 @@ async def test_end_to_end_through_nats(
     await wait_until(lambda: len(rec.spans) == 100)
     assert tel.counters.published == 100 and tel.counters.recorded == 100
     assert not tel.counters.dropped
-    sent = {s.span_id: s for t in traces for s in t}
-    for got in rec.spans:
-        assert got == sent[got.span_id]
+    received: dict[bytes, list[Span]] = {}
+    for span in rec.spans:
+        received.setdefault(span.trace_id, []).append(span)
+    for t in traces:  # what arrives is what the record stands for (INTERNAL span ids are drawn anew)
+        assert [_comparable(s) for s in received[t.trace_id]] == [_comparable(s) for s in expand_trace(t)]
+        assert {t.span_id, t.attempts[0].span_id} <= {s.span_id for s in received[t.trace_id]}
     assert all(len(b.spans) <= 16 for b in rec.batches)
     assert rec.batches[0].resource == make_resource("tfy-llm-gateway")
     await tel.stop(2)
@@ -200,11 +206,11 @@ async def test_oversized_batch_is_split_under_max_payload(
     await wait_until(lambda: sink.connected)
     for _ in range(10):
         ring.push(chat_trace(b"x" * 600))  # ~10 KiB of batch in total
-    ring.push(chat_trace(b"y" * 8000))  # its root span alone exceeds max_payload
-    await wait_until(lambda: len(rec.spans) == 43)
+    ring.push(chat_trace(b"y" * 8000))  # alone exceeds max_payload: its 4 spans are lost
+    await wait_until(lambda: len(rec.spans) == 40)
     assert sink.messages_published > 3
-    assert ring.counters.dropped["oversize"] == 1
-    await wait_until(lambda: ring.counters.published == 43)
+    assert ring.counters.dropped["oversize"] == 4
+    await wait_until(lambda: ring.counters.published == 40)
     await drainer.stop(2)
     await sub.stop(2)
 
@@ -243,7 +249,7 @@ async def test_subscriber_survives_garbage(
     await nc.publish(cfg.spans_subject, b"\x00not msgpack")
     future = msgspec.msgpack.encode([99, ["svc", "1", "h", {}], []])  # unknown schema version
     await nc.publish(cfg.spans_subject, future)
-    good = SpanBatch(1, make_resource("svc"), chat_trace())
+    good = TraceBatch(SCHEMA_VERSION, make_resource("svc"), [chat_trace()])
     await nc.publish(cfg.spans_subject, msgspec.msgpack.encode(good))
     await nc.flush()
     await wait_until(lambda: len(rec.batches) == 1)

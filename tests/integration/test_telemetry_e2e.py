@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.telemetry import spans
 from gateway.telemetry.drain import Telemetry
-from gateway.telemetry.payloads import llm_request_attributes
-from gateway.telemetry.spans import SPAN_KIND_CLIENT, RequestTrace
 from gateway.telemetry.wire import NatsConfig, TracingConfig
 from tests.otlp_fixtures import otlp_receiver  # noqa: F401
 from tests.otlp_receiver import OtlpReceiver
+from tests.records import chat_record
 
 pytestmark = pytest.mark.nats
 
@@ -64,15 +62,16 @@ async def test_spans_reach_an_otlp_backend_through_the_exporter_process(
             assert time.monotonic() < deadline, log_path.read_text()
             await asyncio.sleep(0.05)
 
-        trace = RequestTrace.start("POST", "/v1/chat/completions", "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
-        trace.child("auth").end()
-        call = trace.child("chat gpt-4o", SPAN_KIND_CLIENT)
-        call.update(
-            llm_request_attributes("chat", "openai", "gpt-4o", server_address="127.0.0.1", server_port=1)
+        # A caller's trace context, auth, and one upstream call (model resolution never reached).
+        tel.record(
+            chat_record(
+                b'{"model":"gpt-4o"}',
+                trace_id=bytes.fromhex("ab" * 16),
+                parent_id=bytes.fromhex("cd" * 8),
+                resolved_pc=0,
+                span_count=3,
+            )
         )
-        call.end()
-        trace.root.set(spans.TFY_INPUT, b'{"model":"gpt-4o"}')
-        tel.record(trace.finish(200))
         await otlp_receiver.wait_for(1, timeout_s=15)
         got = {s.name: s for s in otlp_receiver.spans()}
         assert set(got) == {"POST /v1/chat/completions", "auth", "chat gpt-4o"}

@@ -11,8 +11,8 @@ import pytest
 from gateway.telemetry.drain import Drainer, Telemetry, make_resource
 from gateway.telemetry.ring import TraceRing
 from gateway.telemetry.sinks import EmbeddedSink, RateLimitedLog, encode_parts
-from gateway.telemetry.spans import RequestTrace
-from gateway.telemetry.wire import SCHEMA_VERSION, Span, SpanBatch, TracingConfig, decode_batch
+from gateway.telemetry.wire import SCHEMA_VERSION, SpanBatch, TraceBatch, TracingConfig, decode_batch
+from tests.records import chat_record
 
 
 class Recorder:
@@ -33,11 +33,7 @@ class Recorder:
         self.events.append("stop")
 
 
-def trace(n_children: int = 3) -> list[Span]:
-    t = RequestTrace.start("POST", "/v1/chat/completions")
-    for i in range(n_children):
-        t.child(f"c{i}").end()
-    return t.finish(200)
+trace = chat_record  # one request: 4 spans
 
 
 async def test_embedded_pipeline_gets_batches_and_final_flush() -> None:
@@ -88,7 +84,7 @@ async def test_stop_deadline_drops_and_counts() -> None:
 
         async def start(self) -> None: ...
 
-        async def send(self, batch: SpanBatch) -> None:
+        async def send(self, batch: TraceBatch) -> None:
             await asyncio.sleep(10)
 
         async def stop(self, timeout_s: float) -> None: ...
@@ -106,15 +102,13 @@ async def test_stop_deadline_drops_and_counts() -> None:
 
 def test_encode_parts_splits_and_counts_oversize() -> None:
     resource = make_resource("s")
-    spans = trace(20)
-    for s in spans:
-        s.attributes["tfy.input"] = b"z" * 300
-    parts, lost = encode_parts(SpanBatch(SCHEMA_VERSION, resource, spans), 2048)
+    traces = [trace(b"z" * 300) for _ in range(20)]
+    parts, lost = encode_parts(TraceBatch(SCHEMA_VERSION, resource, traces), 2048)
     assert lost == 0 and len(parts) > 3 and all(len(p) <= 2048 for p in parts)
-    assert [s.span_id for p in parts for s in decode_batch(p).spans] == [s.span_id for s in spans]
-    spans[3].attributes["tfy.input"] = b"z" * 5000
-    parts, lost = encode_parts(SpanBatch(SCHEMA_VERSION, resource, spans), 2048)
-    assert lost == 1 and sum(len(decode_batch(p).spans) for p in parts) == 20
+    assert [t.trace_id for p in parts for t in decode_batch(p).traces] == [t.trace_id for t in traces]
+    traces[3] = trace(b"z" * 5000)  # alone over the limit: its 4 spans cannot be sent
+    parts, lost = encode_parts(TraceBatch(SCHEMA_VERSION, resource, traces), 2048)
+    assert lost == 4 and sum(len(decode_batch(p).traces) for p in parts) == 19
 
 
 def test_rate_limited_log(caplog: pytest.LogCaptureFixture) -> None:

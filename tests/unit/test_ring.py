@@ -7,11 +7,12 @@ import asyncio
 import pytest
 
 from gateway.telemetry.ring import TraceRing
-from gateway.telemetry.wire import Span
+from gateway.telemetry.wire import TraceRecord
+from tests.records import chat_record
 
 
-def _trace(n: int) -> list[Span]:
-    return [Span(b"t" * 16, bytes([i]) * 8, b"", f"s{i}", 1, 0, 1) for i in range(n)]
+def _trace(n: int) -> TraceRecord:
+    return chat_record(span_count=n)  # the ring only reads the count
 
 
 def test_bounded_drops_and_counts() -> None:
@@ -28,9 +29,9 @@ def test_pop_batch_takes_whole_traces_up_to_limit() -> None:
     ring = TraceRing(capacity=10, batch_max_spans=5)
     for n in (2, 2, 2, 7):
         ring.push(_trace(n))
-    assert len(ring.pop_batch()) == 4  # a third trace would exceed 5
-    assert len(ring.pop_batch()) == 2
-    assert len(ring.pop_batch()) == 7  # one trace larger than a batch still goes, alone
+    assert [t.span_count for t in ring.pop_batch()] == [2, 2]  # a third trace would exceed 5
+    assert [t.span_count for t in ring.pop_batch()] == [2]
+    assert [t.span_count for t in ring.pop_batch()] == [7]  # one trace larger than a batch still goes, alone
     assert ring.pop_batch() == [] and ring.pending_spans == 0
     # space freed by popping is usable again
     ring.push(_trace(1))

@@ -1,4 +1,4 @@
-"""Trace context, span records and payload-derived attributes."""
+"""Trace context, ids and payload-derived attributes (spans from records: test_expand.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,10 @@ import msgspec
 import pytest
 
 from exporter import enrich
-from gateway.telemetry import payloads, spans
-from gateway.telemetry.spans import (
-    SPAN_KIND_CLIENT,
-    SPAN_KIND_INTERNAL,
-    SPAN_KIND_SERVER,
-    STATUS_ERROR,
-    STATUS_UNSET,
-    RequestTrace,
-    format_traceparent,
-    parse_traceparent,
-)
-from gateway.telemetry.wire import SCHEMA_VERSION, Resource, SpanBatch, decode_batch, encode_batch
+from gateway.telemetry import spans
+from gateway.telemetry.expand import client_attributes
+from gateway.telemetry.spans import format_traceparent, parse_traceparent
+from gateway.telemetry.wire import AttemptRecord, TargetInfo
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -60,13 +52,6 @@ def test_invalid_traceparent_is_none(value: str | bytes | None) -> None:
     assert parse_traceparent(value) is None
 
 
-def test_invalid_traceparent_starts_a_new_trace() -> None:
-    trace = RequestTrace.start("POST", "/v1/chat/completions", "nonsense")
-    assert len(trace.trace_id) == 16 and trace.remote_parent_id == b""
-    spans_ = trace.finish(200)
-    assert spans_[0].parent_span_id == b""
-
-
 def test_format_round_trips() -> None:
     tid, sid = bytes(range(16)), bytes(range(8))
     assert parse_traceparent(format_traceparent(tid, sid)) == (tid, sid, 1)
@@ -79,90 +64,12 @@ def test_ids_unique_and_sized() -> None:
     assert all(len(t) == 16 for t in trace_ids) and all(len(s) == 8 for s in span_ids)
 
 
-def test_parent_child_links_and_remote_parent() -> None:
-    trace = RequestTrace.start("POST", "/v1/chat/completions", TP)
-    auth = trace.child("auth")
-    auth.end()
-    call = trace.child("chat gpt-4o", SPAN_KIND_CLIENT)
-    forwarded = parse_traceparent(trace.traceparent_for(call))
-    assert forwarded == (trace.trace_id, call.span_id, 1)
-    nested = trace.child("stream", parent=call)
-    out = trace.finish(200)
-    by_name = {s.name: s for s in out}
-    root = by_name["POST /v1/chat/completions"]
-    assert root.kind == SPAN_KIND_SERVER
-    assert root.parent_span_id.hex() == "00f067aa0ba902b7"
-    assert trace.trace_id_hex == "4bf92f3577b34da6a3ce929d0e0e4736"
-    assert {s.trace_id for s in out} == {trace.trace_id}
-    assert by_name["auth"].parent_span_id == root.span_id
-    assert by_name["auth"].kind == SPAN_KIND_INTERNAL
-    assert by_name["chat gpt-4o"].kind == SPAN_KIND_CLIENT
-    assert by_name["stream"].parent_span_id == nested.parent_id == call.span_id
-    assert len({s.span_id for s in out}) == len(out) == 4
-    for s in out:
-        assert root.start_ns <= s.start_ns <= s.end_ns <= root.end_ns
-    assert root.attributes == {
-        "http.request.method": "POST",
-        "url.path": "/v1/chat/completions",
-        "http.response.status_code": 200,
-    }
-    assert root.status_code == STATUS_UNSET
-
-
-def test_end_is_idempotent_and_open_spans_end_at_finish() -> None:
-    trace = RequestTrace.start("POST", "/v1/embeddings")
-    a = trace.child("auth")
-    a.end()
-    first = a.end_pc
-    a.end()
-    assert a.end_pc == first
-    trace.child("never ended")
-    out = trace.finish(200)
-    assert out[2].end_ns == out[0].end_ns
-
-
-def test_errors_mark_status() -> None:
-    trace = RequestTrace.start("POST", "/v1/chat/completions")
-    call = trace.child("chat gpt-4o", SPAN_KIND_CLIENT)
-    call.fail("UpstreamTimeout", "provider timed out")
-    call.end()
-    out = trace.finish(502)
-    assert out[1].status_code == STATUS_ERROR
-    assert out[1].status_message == "provider timed out"
-    assert out[1].attributes["error.type"] == "UpstreamTimeout"
-    assert out[1].attributes["tfy.error_message"] == "provider timed out"
-    assert out[0].status_code == STATUS_ERROR and out[0].attributes["error.type"] == "502"
-    # 4xx is the client's error: the server span stays UNSET unless told otherwise
-    assert RequestTrace.start("GET", "/x").finish(404)[0].status_code == STATUS_UNSET
-    explicit = RequestTrace.start("GET", "/x").finish(429, "RateLimited", "limit reached")[0]
-    assert explicit.status_code == STATUS_ERROR and explicit.attributes["error.type"] == "RateLimited"
-
-
-def test_spans_encode_on_the_wire_with_bytes_input() -> None:
-    trace = RequestTrace.start("POST", "/v1/chat/completions")
-    trace.root.set(spans.TFY_INPUT, b'{"model":"m"}')
-    trace.root.set("ignored", None)
-    batch = SpanBatch(SCHEMA_VERSION, Resource("svc", "1", "h-1"), trace.finish(200))
-    back = decode_batch(encode_batch(batch))
-    assert back.spans[0].attributes["tfy.input"] == b'{"model":"m"}'
-    assert "ignored" not in back.spans[0].attributes
-
-
-# --- payload attributes ---------------------------------------------------------------------
-
-
 def test_request_attributes() -> None:
     body = b'{"model":"gpt-4o","temperature":0.5,"max_tokens":10,"top_p":0.9,"seed":7,"stop":"END","stream":true,"messages":[]}'
     params = enrich.decode_request_params(body)
     assert params is not None
-    attrs = payloads.llm_request_attributes(
-        "chat",
-        "openai",
-        "gpt-4o",
-        stream=True,
-        server_address="api.openai.com",
-        server_port=443,
-    )
+    target = TargetInfo("openai-main/gpt-4o", "openai", "gpt-4o", "api.openai.com", 443)
+    attrs = client_attributes(AttemptRecord(b"s" * 8, target, "primary", 1, 2, 0), "chat", stream=True)
     attrs.update(enrich.request_param_attributes(params))
     assert attrs == {
         "tfy.span_type": "ChatCompletion",
@@ -172,16 +79,16 @@ def test_request_attributes() -> None:
         "gen_ai.request.stream": True,
         "server.address": "api.openai.com",
         "server.port": 443,
+        "tfy.data_routing.destination": "openai-main/gpt-4o",
         "gen_ai.request.temperature": 0.5,
         "gen_ai.request.max_tokens": 10,
         "gen_ai.request.top_p": 0.9,
         "gen_ai.request.seed": 7,
         "gen_ai.request.stop_sequences": ["END"],
     }
-    assert (
-        payloads.llm_request_attributes("embeddings", "openai", "e")["gen_ai.operation.name"] == "embeddings"
-    )
-    assert payloads.llm_request_attributes("completions", "openai", "c")["tfy.span_type"] == "Completion"
+    embed = AttemptRecord(b"s" * 8, target, "primary", 1, 2, 200)
+    assert client_attributes(embed, "embeddings", False)["gen_ai.operation.name"] == "embeddings"
+    assert client_attributes(embed, "completions", False)["tfy.span_type"] == "Completion"
     assert enrich.decode_request_params(b"not json") is None
 
 
@@ -352,17 +259,3 @@ def test_assemble_stream_usage_override() -> None:
     body, summary = enrich.assemble_stream(chunks, usage=(5, 1))
     assert json.loads(body)["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
     assert (summary.input_tokens, summary.output_tokens) == (5, 1)
-
-
-def test_timing_attributes() -> None:
-    trace = RequestTrace.start("POST", "/v1/chat/completions")
-    call = trace.child("chat m", SPAN_KIND_CLIENT)
-    first = call.start_pc + 25_000_000
-    call.end_pc = call.start_pc + 100_000_000
-    attrs = payloads.timing_attributes(call, first)
-    assert attrs == {
-        "tfy.model.metric.latency_in_ms": 100.0,
-        "tfy.model.metric.time_to_first_token_in_ms": 25.0,
-        "gen_ai.response.time_to_first_chunk": 0.025,
-    }
-    assert payloads.timing_attributes(call) == {"tfy.model.metric.latency_in_ms": 100.0}

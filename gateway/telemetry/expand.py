@@ -1,0 +1,217 @@
+"""Trace records → OpenTelemetry spans: pure, and run by the exporter, not the request path.
+
+The request path records one :class:`wire.TraceRecord` per request (ids, clock readings and the
+bytes it already held). This module builds the spans that record stands for, with every
+attribute ``shared/design.md`` lists:
+
+    POST /v1/chat/completions   SERVER  the inbound handler; request/response, usage, cost, errors
+    ├── auth                    INTERNAL  credentials, access rules and rate limits
+    ├── model resolution        INTERNAL  model or virtual model → route plan
+    ├── chat gpt-4o             CLIENT    one per upstream attempt (retries and fallbacks too)
+    └── stream                  INTERNAL  relaying a streamed response
+
+Body-derived attributes (request parameters, input short hand, response id and finish reasons,
+the assembled stream) are added after this step by ``exporter.enrich``. Ids of the INTERNAL
+spans are drawn here: nothing outside the trace refers to them, while the SERVER and CLIENT
+span ids were drawn by the gateway (they travel in ``traceparent`` headers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gateway.telemetry.spans import (
+    ERROR_TYPE,
+    GEN_AI_INPUT_TOKENS,
+    GEN_AI_OPERATION,
+    GEN_AI_OUTPUT_TOKENS,
+    GEN_AI_PROVIDER,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_REQUEST_STREAM,
+    GEN_AI_TTFC,
+    HTTP_METHOD,
+    HTTP_STATUS,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    SPAN_TYPES,
+    TFY_ATTEMPT_KIND,
+    TFY_COST_USD,
+    TFY_DESTINATION,
+    TFY_ERROR_MESSAGE,
+    TFY_INPUT,
+    TFY_LATENCY_MS,
+    TFY_LB_RULE_IDS,
+    TFY_METADATA,
+    TFY_OUTPUT,
+    TFY_OUTPUT_SSE,
+    TFY_RL_RULE_IDS,
+    TFY_SPAN_TYPE,
+    TFY_SUBJECT,
+    TFY_TTFT_MS,
+    URL_PATH,
+    new_span_id,
+)
+from gateway.telemetry.wire import (
+    PHASE_AUTH,
+    PHASE_RESOLUTION,
+    SCHEMA_VERSION,
+    SPAN_KIND_CLIENT,
+    SPAN_KIND_INTERNAL,
+    SPAN_KIND_SERVER,
+    STATUS_ERROR,
+    STATUS_UNSET,
+    AttemptRecord,
+    Span,
+    SpanBatch,
+    TraceBatch,
+    TraceRecord,
+)
+
+__all__ = ["client_attributes", "expand_batch", "expand_trace"]
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+def expand_batch(batch: TraceBatch) -> SpanBatch:
+    """The spans of every record in ``batch``, under the same resource."""
+    spans: list[Span] = []
+    for record in batch.traces:
+        spans.extend(expand_trace(record))
+    return SpanBatch(SCHEMA_VERSION, batch.resource, spans)
+
+
+def client_attributes(attempt: AttemptRecord, endpoint: str, stream: bool) -> dict[str, Any]:
+    """Attributes of the CLIENT span of one upstream attempt."""
+    target = attempt.target
+    span_type, operation = SPAN_TYPES.get(endpoint, ("ChatCompletion", "chat"))
+    attrs: dict[str, Any] = {
+        TFY_SPAN_TYPE: span_type,
+        GEN_AI_OPERATION: operation,
+        GEN_AI_PROVIDER: target.provider,
+        GEN_AI_REQUEST_MODEL: target.upstream_model,
+        GEN_AI_REQUEST_STREAM: stream,
+    }
+    if target.server_address:
+        attrs[SERVER_ADDRESS] = target.server_address
+    if target.server_port:
+        attrs[SERVER_PORT] = target.server_port
+    attrs[TFY_DESTINATION] = target.model_id  # per attempt: retries and fallbacks name their target
+    if attempt.kind != "primary":
+        attrs[TFY_ATTEMPT_KIND] = attempt.kind
+    if attempt.status:
+        attrs[HTTP_STATUS] = attempt.status
+    if attempt.error_type:
+        attrs[ERROR_TYPE] = attempt.error_type
+        if attempt.error_message:
+            attrs[TFY_ERROR_MESSAGE] = attempt.error_message
+    return attrs
+
+
+def _root_attributes(t: TraceRecord) -> dict[str, Any]:
+    span_type, operation = SPAN_TYPES.get(t.endpoint, ("ChatCompletion", "chat"))
+    attrs: dict[str, Any] = {
+        HTTP_METHOD: "POST",
+        URL_PATH: t.path,
+        TFY_SPAN_TYPE: span_type,
+        GEN_AI_OPERATION: operation,
+    }
+    if t.model:
+        attrs[TFY_INPUT] = t.request_body
+        attrs[GEN_AI_REQUEST_MODEL] = t.model
+        attrs[GEN_AI_REQUEST_STREAM] = t.stream
+    if t.attempts:
+        last = t.attempts[-1].target
+        attrs[GEN_AI_PROVIDER] = last.provider
+        if not t.error_type:
+            attrs[TFY_DESTINATION] = last.model_id
+    if t.lb_rule_ids:
+        attrs[TFY_LB_RULE_IDS] = t.lb_rule_ids
+    if t.rl_rule_ids:
+        attrs[TFY_RL_RULE_IDS] = t.rl_rule_ids
+    if t.subject:
+        attrs[TFY_SUBJECT] = t.subject
+    if t.metadata:
+        attrs[TFY_METADATA] = _encode_json(t.metadata).decode()
+    if t.input_tokens >= 0:
+        attrs[GEN_AI_INPUT_TOKENS] = t.input_tokens
+        attrs[GEN_AI_OUTPUT_TOKENS] = t.output_tokens
+    if t.response_sse:
+        attrs[TFY_OUTPUT_SSE] = t.response_sse
+    elif t.response_body:
+        attrs[TFY_OUTPUT] = t.response_body
+    if t.cost_usd is not None:
+        attrs[TFY_COST_USD] = t.cost_usd
+    attrs[TFY_LATENCY_MS] = (t.end_pc - t.start_pc) / 1e6
+    if t.first_chunk_pc:
+        delta = t.first_chunk_pc - t.start_pc
+        attrs[TFY_TTFT_MS] = delta / 1e6
+        attrs[GEN_AI_TTFC] = delta / 1e9
+    attrs[HTTP_STATUS] = t.status
+    return attrs
+
+
+def expand_trace(t: TraceRecord) -> list[Span]:
+    """The spans one request stands for, root first, in the order they started."""
+    trace_id, root_id, offset, end = t.trace_id, t.span_id, t.epoch_offset, t.end_pc
+    _, operation = SPAN_TYPES.get(t.endpoint, ("ChatCompletion", "chat"))
+
+    attrs = _root_attributes(t)
+    status, message = STATUS_UNSET, ""
+    if t.error_type:
+        status, message = STATUS_ERROR, t.error_message
+        attrs[ERROR_TYPE] = t.error_type
+        if message:
+            attrs[TFY_ERROR_MESSAGE] = message
+    elif t.status >= 500:  # OTel HTTP semconv: a 4xx is the client's error, not the server's
+        status = STATUS_ERROR
+        attrs[ERROR_TYPE] = str(t.status)
+    spans = [
+        Span(
+            trace_id, root_id, t.parent_id, f"POST {t.path}", SPAN_KIND_SERVER,
+            t.start_pc + offset, end + offset, status, message, attrs,
+        )
+    ]  # fmt: skip
+
+    def internal(name: str, start: int, stop: int, attributes: dict[str, Any], failed: bool) -> None:
+        if failed:
+            attributes[ERROR_TYPE] = t.error_type
+            if t.error_message:
+                attributes[TFY_ERROR_MESSAGE] = t.error_message
+        spans.append(
+            Span(
+                trace_id, new_span_id(), root_id, name, SPAN_KIND_INTERNAL, start + offset,
+                (stop or end) + offset, STATUS_ERROR if failed else STATUS_UNSET,
+                t.error_message if failed else "", attributes,
+            )
+        )  # fmt: skip
+
+    if t.auth_start_pc:
+        failed = t.failed_phase == PHASE_AUTH
+        internal("auth", t.auth_start_pc, t.auth_end_pc, {} if failed else {TFY_SUBJECT: t.subject}, failed)
+    if t.resolved_pc:
+        failed = t.failed_phase == PHASE_RESOLUTION
+        if failed:  # the span names the failure; the message is the root's
+            spans.append(
+                Span(
+                    trace_id, new_span_id(), root_id, "model resolution", SPAN_KIND_INTERNAL,
+                    t.auth_end_pc + offset, t.resolved_pc + offset, STATUS_ERROR, "",
+                    {ERROR_TYPE: "ModelNotFound"},
+                )
+            )  # fmt: skip
+        else:
+            extra = {TFY_LB_RULE_IDS: t.lb_rule_ids} if t.lb_rule_ids else {}
+            internal("model resolution", t.auth_end_pc, t.resolved_pc, extra, False)
+    for attempt in t.attempts:
+        spans.append(
+            Span(
+                trace_id, attempt.span_id, root_id, f"{operation} {attempt.target.upstream_model}",
+                SPAN_KIND_CLIENT, attempt.start_pc + offset, (attempt.end_pc or end) + offset,
+                STATUS_ERROR if attempt.error_type else STATUS_UNSET, attempt.error_message,
+                client_attributes(attempt, t.endpoint, t.stream),
+            )
+        )  # fmt: skip
+    if t.stream_start_pc:
+        internal("stream", t.stream_start_pc, t.stream_end_pc, {}, False)
+    return spans
