@@ -19,10 +19,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
@@ -76,6 +77,24 @@ class Decision:
         return self.admission.headers
 
 
+ADMITTED_MEMO_SIZE = 65_536
+
+
+class _Admitted:
+    """What :meth:`AccessControl.check` decided for one (credentials, metadata, model)."""
+
+    __slots__ = ("key", "metadata", "principal", "rule", "until")
+
+    def __init__(
+        self, principal: Principal, metadata: dict[str, str], rule: Any, key: str, until: float
+    ) -> None:
+        self.principal = principal
+        self.metadata = metadata  # shared by every request with the same header: read-only
+        self.rule = rule
+        self.key = key
+        self.until = until  # epoch seconds; math.inf for an API key
+
+
 class AccessControl:
     """Authenticator + access policy + rate limiter for one config generation."""
 
@@ -90,6 +109,11 @@ class AccessControl:
         self.policy = policy
         self.limiter = limiter
         self.clock = clock
+        # (authorization, x-api-key, x-tfy-metadata, model) -> what was decided for them last time.
+        # Only admitted callers are remembered, each until its credential expires; the rate limit
+        # itself is counted on every request. Built per config generation, so a reload (new keys,
+        # rules or limits) starts empty.
+        self._admitted: dict[tuple[str | None, str | None, str | None, str], _Admitted] = {}
         self._fleet: FleetSync | None = None
         self._http: httpx.AsyncClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,11 +156,34 @@ class AccessControl:
             PermissionDenied: 403 naming the model. RateLimited: 429 with ``retry-after`` and
             ``x-ratelimit-*`` headers.
         """
-        principal = self.authenticate(headers_get)
-        metadata = parse_metadata(headers_get(METADATA_HEADER))
+        authorization = headers_get("authorization")
+        memo_key = (
+            authorization,
+            None if authorization else headers_get("x-api-key"),  # Authorization wins when both are sent
+            headers_get(METADATA_HEADER),
+            model_id,
+        )
+        now = self.clock()
+        seen = self._admitted.get(memo_key)
+        if seen is None or seen.until <= now:
+            seen = self._decide(memo_key, now)
+        return Decision(seen.principal, seen.metadata, self.limiter.admit_planned(seen.rule, seen.key, now))
+
+    def _decide(self, memo_key: tuple[str | None, str | None, str | None, str], now: float) -> _Admitted:
+        """Authenticate, parse metadata, authorize and pick the rate-limit rule; remember it."""
+        authorization, api_key, raw_metadata, model_id = memo_key
+        if self.authenticator is None:
+            principal, until = ANONYMOUS, math.inf
+        else:
+            principal, until = self.authenticator.authenticate_until(authorization, api_key)
+        metadata = parse_metadata(raw_metadata)
         self.policy.require(principal, model_id)
-        admission = self.limiter.admit(principal, model_id, metadata, self.clock())
-        return Decision(principal, metadata, admission)
+        rule, key = self.limiter.plan(principal, model_id, metadata)
+        seen = _Admitted(principal, metadata, rule, key, until)
+        if len(self._admitted) >= ADMITTED_MEMO_SIZE:
+            self._admitted.clear()  # bounded: callers are many, but rarely that many at once
+        self._admitted[memo_key] = seen
+        return seen
 
     def visible_models(self, principal: Principal, model_ids: Iterable[str]) -> list[str]:
         """What ``GET /v1/models`` lists for ``principal``."""

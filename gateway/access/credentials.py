@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -175,6 +176,10 @@ class JwtVerifier:
 
         ``digest`` is the token's sha256 when the caller already computed it.
         """
+        return self.verify_until(token, digest)[0]
+
+    def verify_until(self, token: str, digest: bytes | None = None) -> tuple[Principal, float]:
+        """:meth:`verify`, and until when (epoch seconds) the answer may be reused."""
         if digest is None:
             digest = hashlib.sha256(token.encode()).digest()
         now = self._clock()
@@ -182,13 +187,13 @@ class JwtVerifier:
         if hit is not None:
             if hit[1] > now:
                 self._cache.move_to_end(digest)
-                return hit[0]
+                return hit
             del self._cache[digest]
-        principal, expires = self._verify(token, now)
-        self._cache[digest] = (principal, expires)
+        entry = self._verify(token, now)
+        self._cache[digest] = entry
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return principal
+        return entry
 
     def _verify(self, token: str, now: float) -> tuple[Principal, float]:
         parts = _segments(token)
@@ -271,6 +276,11 @@ class Authenticator:
         Raises:
             AuthenticationFailed: credentials missing, malformed, unknown, expired, …
         """
+        return self.authenticate_until(authorization, x_api_key)[0]
+
+    def authenticate_until(self, authorization: str | None, x_api_key: str | None) -> tuple[Principal, float]:
+        """:meth:`authenticate`, and until when (epoch seconds) the answer holds: forever for an
+        API key (a reload builds a new authenticator), the token's expiry (capped) for a JWT."""
         if authorization:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer":
@@ -288,8 +298,8 @@ class Authenticator:
         digest = hashlib.sha256(token.encode()).digest()
         principal = self.api_keys.lookup_digest(digest)
         if principal is not None:
-            return principal
+            return principal, math.inf
         # Keys are opaque strings; only something shaped like a JWT goes to the (costlier) verifier.
         if self.jwts and token.count(".") == 2:
-            return self.jwts.verify(token, digest)
+            return self.jwts.verify_until(token, digest)
         raise AuthenticationFailed("API key is not valid")

@@ -26,7 +26,7 @@ from gateway.access.credentials import Principal
 from gateway.access.rules import ModelPattern
 from gateway.errors import RateLimited
 
-__all__ = ["NO_LIMIT", "Admission", "Delta", "RateLimiter", "Snapshot"]
+__all__ = ["NO_LIMIT", "NO_PLAN", "Admission", "Delta", "Plan", "RateLimiter", "Snapshot"]
 
 SEP = "\x1f"  # between the parts of a counter key; cannot appear in YAML ids or header values we keep
 SWEEP_EVERY = 8192  # admissions between sweeps of counters idle for two windows
@@ -64,7 +64,18 @@ class _Counter:
 
 
 class _Rule:
-    __slots__ = ("id", "kind", "limit", "metadata", "models", "parts", "subjects", "window")
+    __slots__ = (
+        "id",
+        "kind",
+        "limit",
+        "limit_header",
+        "metadata",
+        "models",
+        "parts",
+        "remaining_header",
+        "subjects",
+        "window",
+    )
 
     def __init__(self, rule: RateLimitRule) -> None:
         self.id = rule.id
@@ -74,6 +85,9 @@ class _Rule:
         self.models = ModelPattern(rule.when.models)
         self.metadata = tuple(rule.when.metadata.items())
         self.parts = tuple(rule.rate_limit_applies_per)
+        # Response headers, built once: only the remaining count changes per request.
+        self.limit_header = (f"x-ratelimit-limit-{self.kind}", str(self.limit))
+        self.remaining_header = f"x-ratelimit-remaining-{self.kind}"
 
     def matches_caller(self, principal: Principal, model_id: str) -> bool:
         return not self.subjects.isdisjoint(principal.matches) and model_id in self.models
@@ -114,45 +128,49 @@ def _wait_s(c: _Counter, now: float, window: int, budget: float) -> float:
 class Admission:
     """The outcome of :meth:`RateLimiter.admit` for an admitted request."""
 
-    __slots__ = ("key", "kind", "limit", "limiter", "remaining", "rule_id")
+    __slots__ = ("key", "limiter", "remaining", "rule")
 
-    def __init__(
-        self,
-        limiter: RateLimiter | None,
-        rule_id: str | None,
-        key: str,
-        kind: str,
-        limit: int,
-        remaining: int,
-    ) -> None:
+    def __init__(self, limiter: RateLimiter | None, rule: _Rule | None, key: str, remaining: int) -> None:
         self.limiter = limiter
-        self.rule_id = rule_id
+        self.rule = rule
         self.key = key
-        self.kind = kind
-        self.limit = limit
         self.remaining = remaining
+
+    @property
+    def rule_id(self) -> str | None:
+        return None if self.rule is None else self.rule.id
+
+    @property
+    def kind(self) -> str:
+        return "requests" if self.rule is None else self.rule.kind
+
+    @property
+    def limit(self) -> int:
+        return 0 if self.rule is None else self.rule.limit
 
     @property
     def headers(self) -> list[tuple[str, str]]:
         """``x-ratelimit-limit-*`` / ``x-ratelimit-remaining-*`` for the response (empty: no rule)."""
-        if self.rule_id is None:
+        rule = self.rule
+        if rule is None:
             return []
-        return [
-            (f"x-ratelimit-limit-{self.kind}", str(self.limit)),
-            (f"x-ratelimit-remaining-{self.kind}", str(self.remaining)),
-        ]
+        return [rule.limit_header, (rule.remaining_header, str(self.remaining))]
 
     @property
     def rule_ids(self) -> list[str]:
-        return [] if self.rule_id is None else [self.rule_id]
+        return [] if self.rule is None else [self.rule.id]
 
     def charge_tokens(self, n: int, now: float) -> None:
         """Charge the real token usage once the response (or stream) completed."""
-        if self.limiter is not None and self.kind == "tokens" and n > 0:
+        if self.limiter is not None and self.rule is not None and self.rule.kind == "tokens" and n > 0:
             self.limiter.charge(self.key, n, now)
 
 
-NO_LIMIT = Admission(None, None, "", "requests", 0, 0)
+NO_LIMIT = Admission(None, None, "", 0)
+
+# What :meth:`RateLimiter.plan` decides for a caller: the rule that applies and its counter key.
+Plan = tuple["_Rule | None", str]
+NO_PLAN: Plan = (None, "")
 
 
 class RateLimiter:
@@ -179,16 +197,27 @@ class RateLimiter:
         self, principal: Principal, model_id: str, metadata: Mapping[str, str], now: float
     ) -> Admission:
         """Admit a request or raise :class:`RateLimited` (message names the rule, with headers)."""
+        rule, key = self.plan(principal, model_id, metadata)
+        return self.admit_planned(rule, key, now)
+
+    def plan(self, principal: Principal, model_id: str, metadata: Mapping[str, str]) -> Plan:
+        """The rule that applies to this caller, model and metadata, and its counter key.
+
+        Depends on nothing but its arguments and the rules, so a caller may remember it for the
+        same (credentials, model, metadata) and go straight to :meth:`admit_planned`."""
         ck = (principal.matches, model_id)
         candidates = self._candidates.get(ck)
         if candidates is None:
             candidates = self._candidates_for(ck, principal, model_id)
         for rule in candidates:
             if not rule.metadata or rule.matches_metadata(metadata):
-                break
-        else:
+                return rule, rule.key(principal, model_id, metadata)
+        return NO_PLAN
+
+    def admit_planned(self, rule: _Rule | None, key: str, now: float) -> Admission:
+        """:meth:`admit` with the rule and key already known (see :meth:`plan`)."""
+        if rule is None:
             return NO_LIMIT
-        key = rule.key(principal, model_id, metadata)
         window = rule.window
         start = int(now // window) * window
         c = self._counters.get(key)
@@ -204,11 +233,7 @@ class RateLimiter:
             raise RateLimited(
                 f"rate limit '{rule.id}' exceeded: {limit} {noun} per {_SPAN[window]}; retry in {retry} s",
                 rule_id=rule.id,
-                headers=[
-                    ("retry-after", str(retry)),
-                    (f"x-ratelimit-limit-{rule.kind}", str(limit)),
-                    (f"x-ratelimit-remaining-{rule.kind}", "0"),
-                ],
+                headers=[("retry-after", str(retry)), rule.limit_header, (rule.remaining_header, "0")],
             )
         if rule.kind == "requests":
             self._add(key, c, 1, rule)
@@ -216,7 +241,7 @@ class RateLimiter:
         self._admissions += 1
         if self._admissions % SWEEP_EVERY == 0:
             self.sweep(now)
-        return Admission(self, rule.id, key, rule.kind, limit, max(0, int(limit - used)))
+        return Admission(self, rule, key, max(0, int(limit - used)))
 
     def _candidates_for(
         self, ck: tuple[frozenset[str], str], principal: Principal, model_id: str

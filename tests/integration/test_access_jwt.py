@@ -234,3 +234,20 @@ async def test_reload_inherits_keys(access: AccessControl) -> None:
     cfg = GatewayConfig(auth=AuthConfig(jwt=[c.issuer for c in access.authenticator.jwts.caches]))
     new = AccessControl.from_config(cfg, previous=access)
     assert auth(new, token(sub="erin")).subject == "user:erin"  # keys there before any fetch
+
+
+async def test_admitted_callers_are_remembered_only_until_their_token_expires(access: AccessControl) -> None:
+    assert access.authenticator is not None
+    verifier = access.authenticator.jwts
+    headers = {"authorization": f"Bearer {token(sub='dora', exp=int(time.time()) + 300)}"}
+    before = verifier.verified
+    for _ in range(3):
+        assert access.check(headers.get, "p/m").principal.subject == "user:dora"
+    assert verifier.verified == before + 1  # decided once, then remembered
+    # Past the token's expiry the remembered decision is not used: the token is verified again
+    # (PyJWT then judges exp by the real clock, so here it still passes).
+    later = time.time() + 400
+    access.clock = lambda: later
+    verifier._clock = lambda: later  # noqa: SLF001 - the verifier's own cache clock, advanced alike
+    assert access.check(headers.get, "p/m").principal.subject == "user:dora"
+    assert verifier.verified == before + 2
