@@ -13,7 +13,8 @@ For each target (see ``bench.targets``), in one session and against one mock ups
    time-to-first-token and its overhead;
 4. RSS of the target's processes (granian's worker is a child of the supervisor).
 
-The target runs on one CPU, the mock, helpers and load generators on the other (``taskset``).
+The target runs on one CPU, the mock, helpers and load generators on the other (``taskset``);
+the exporter and the OTLP sink run there at the lowest priority (``nice -n 19``).
 Results: a table on stdout, ``bench/results/overhead-<time>.json`` and a PNG plot beside it.
 Numbers on a shared machine are noisy: compare ratios within one run, not across runs.
 """

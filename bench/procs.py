@@ -38,7 +38,15 @@ class Pinning:
     note: str
 
     def prefix(self, role: str) -> list[str]:
-        """``taskset`` command prefix for ``role`` ("target" or "load"); empty when not pinning."""
+        """Command prefix for ``role``: "target" or "load" (``taskset``; empty when not pinning), or
+        "background": on the load CPU at the lowest priority (``nice -n 19``).
+
+        Background is for consumers that production runs on their own CPUs (the exporter, the
+        OTLP sink): here they share the load CPU, and at normal priority their bursts of work
+        would delay the mock and the load generators, which shows up as latency added by the
+        target that the target did not add."""
+        if role == "background":
+            return ["nice", "-n", "19", *self.prefix("load")]
         if not self.enabled:
             return []
         cpu = self.target_cpu if role == "target" else self.load_cpu
@@ -55,7 +63,10 @@ def decide_pinning(disable: bool = False) -> Pinning:
     if subprocess.run(["which", "taskset"], capture_output=True, check=False).returncode != 0:
         return Pinning(False, None, None, "pinning impossible: taskset not found")
     return Pinning(
-        True, cpus[0], cpus[1], f"target on CPU {cpus[0]}; mock, helpers and load generators on CPU {cpus[1]}"
+        True,
+        cpus[0],
+        cpus[1],
+        f"target on CPU {cpus[0]}; mock, helpers and load generators on CPU {cpus[1]} (exporter and OTLP sink at nice 19)",
     )
 
 

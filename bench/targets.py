@@ -247,22 +247,25 @@ def start_nats(ctx: RunContext) -> Proc:
 
 
 def start_sink(ctx: RunContext) -> Proc:
-    """The do-nothing OTLP/HTTP receiver (``bench.otlp_sink``) on the load CPU."""
+    """The do-nothing OTLP/HTTP receiver (``bench.otlp_sink``) on the load CPU, lowest priority."""
     port = free_port()
-    cmd = [*ctx.pinning.prefix("load"), _python(), "-m", "bench.otlp_sink", "--port", str(port)]
+    cmd = [*ctx.pinning.prefix("background"), _python(), "-m", "bench.otlp_sink", "--port", str(port)]
     proc = start("otlp-sink", cmd, ctx.work_dir, port=port)
     wait_http(proc, f"http://127.0.0.1:{port}/stats", require_ok=True)
     return proc
 
 
 def start_exporter(ctx: RunContext, config_path: Path, notes: list[str]) -> Proc | None:
-    """The exporter process on the load CPU, reading the gateway's config (None if it will not run)."""
+    """The exporter process on the load CPU at the lowest priority (see ``Pinning.prefix``), reading
+    the gateway's config (None if it will not run)."""
     script = Path(sys.executable).with_name("gateway-exporter")
     if not script.exists():
         notes.append("gateway-exporter not installed: spans go to NATS with no consumer")
         return None
     proc = start(
-        "exporter", [*ctx.pinning.prefix("load"), str(script), "--config", str(config_path)], ctx.work_dir
+        "exporter",
+        [*ctx.pinning.prefix("background"), str(script), "--config", str(config_path)],
+        ctx.work_dir,
     )
     time.sleep(1.0)
     if proc.popen.poll() is not None:

@@ -12,6 +12,7 @@ import logging
 from time import perf_counter_ns, time_ns
 from typing import Any
 
+import msgspec
 from granian.rsgi import ProtocolClosed, ProtocolError
 
 from gateway.access import Decision
@@ -62,60 +63,46 @@ async def read_body(scope: Any, proto: Any, limit: int) -> bytes:
     return b"".join(parts)
 
 
-class Outcome:
+class Outcome(msgspec.Struct):
     """What the request path learned, for the metrics and the trace record made once at the end.
 
     It also carries the request's trace identity, so ids exist (for ``x-request-id`` and the
     ``traceparent`` sent upstream) whether or not tracing is on. Clock fields hold
-    ``perf_counter_ns()`` readings, 0 until reached.
+    ``perf_counter_ns()`` readings, 0 until reached. A Struct for its C constructor: most fields
+    start at their defaults.
     """
 
-    __slots__ = (
-        "trace_id",
-        "span_id",
-        "parent_id",
-        "flags",
-        "start_pc",
-        "epoch_offset",
-        "decision",
-        "status",
-        "error",
-        "failed_phase",
-        "target",
-        "usage",
-        "auth_start_pc",
-        "auth_end_pc",
-        "resolved_pc",
-        "attempts",
-        "first_pc",
-        "stream_start_pc",
-        "stream_end_pc",
-        "events",
-        "body_out",
-        "plan",
-    )
+    trace_id: bytes
+    parent_id: bytes  # the caller's span id from ``traceparent`` (b"" when the trace starts here)
+    flags: int
+    span_id: bytes
+    start_pc: int
+    epoch_offset: int  # time_ns() - perf_counter_ns() at the start
+    status: int = 200
+    error: GatewayError | None = None
+    failed_phase: int = PHASE_NONE
+    decision: Decision | None = None
+    plan: RoutePlan | None = None
+    target: ModelTarget | None = None
+    usage: Usage | None = None
+    auth_start_pc: int = 0
+    auth_end_pc: int = 0
+    resolved_pc: int = 0
+    attempts: list[AttemptRecord] = []
+    first_pc: int = 0
+    stream_start_pc: int = 0
+    stream_end_pc: int = 0
+    events: list[bytes] | None = None  # a stream's SSE events, as sent
+    body_out: bytes = b""
 
-    def __init__(self, traceparent: str | None) -> None:
+    @classmethod
+    def start(cls, traceparent: str | None) -> Outcome:
+        """A new request: continue the caller's trace (a valid ``traceparent``) or start one."""
         parent = parse_traceparent(traceparent) if traceparent else None
+        pc = perf_counter_ns()
         if parent is None:
-            self.trace_id, self.parent_id, self.flags = new_trace_id(), b"", 1
-        else:
-            self.trace_id, self.parent_id, self.flags = parent
-        self.span_id = new_span_id()
-        self.start_pc = pc = perf_counter_ns()
-        self.epoch_offset = time_ns() - pc
-        self.status = 200
-        self.error: GatewayError | None = None
-        self.failed_phase = PHASE_NONE
-        self.target: ModelTarget | None = None
-        self.usage: Usage | None = None
-        self.auth_start_pc = self.auth_end_pc = self.resolved_pc = 0
-        self.attempts: list[AttemptRecord] = []
-        self.first_pc = self.stream_start_pc = self.stream_end_pc = 0
-        self.events: list[bytes] | None = None  # a stream's SSE events, as sent
-        self.body_out = b""
-        self.plan: RoutePlan | None = None
-        self.decision: Decision | None = None
+            return cls(new_trace_id(), b"", 1, new_span_id(), pc, time_ns() - pc)
+        return cls(parent[0], parent[1], parent[2], new_span_id(), pc, time_ns() - pc)
 
 
 async def handle_llm(
@@ -123,7 +110,7 @@ async def handle_llm(
 ) -> None:
     """``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
     metrics.inflight_inc()
-    out = Outcome(scope.headers.get("traceparent"))
+    out = Outcome.start(scope.headers.get("traceparent"))
     request_id = out.trace_id.hex()
     req: ParsedRequest | None = None
     try:

@@ -206,7 +206,9 @@ def test_pinning_prefix() -> None:
     pin = Pinning(True, 0, 1, "")
     assert pin.prefix("target") == ["taskset", "-c", "0"]
     assert pin.prefix("load") == ["taskset", "-c", "1"]
+    assert pin.prefix("background") == ["nice", "-n", "19", "taskset", "-c", "1"]
     assert Pinning(False, None, None, "").prefix("target") == []
+    assert Pinning(False, None, None, "").prefix("background") == ["nice", "-n", "19"]
 
 
 def _fake_target(rps: float, p50: float, p99: float) -> dict:

@@ -101,7 +101,7 @@ class AttemptRecord(msgspec.Struct, array_like=True, gc=False):
     kind: str  # primary | retry | fallback
     start_pc: int
     end_pc: int
-    status: int  # the provider's HTTP status (200 on success, 0 when none was received)
+    status: int  # 200; the provider's error status; 502/504 for unreachable/timed out; 0: none
     error_type: str = ""
     error_message: str = ""
 
