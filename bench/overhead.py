@@ -14,7 +14,9 @@ For each target (see ``bench.targets``), in one session and against one mock ups
 4. RSS of the target's processes (granian's worker is a child of the supervisor).
 
 The target runs on one CPU, the mock, helpers and load generators on the other (``taskset``);
-the exporter and the OTLP sink run there at the lowest priority (``nice -n 19``).
+the exporter and the OTLP sink run there at the lowest priority (``nice -n 19``), and the
+exporter is paused during open-loop latency phases (``--exporter-during-latency run`` keeps it
+running): sharing the load CPU, its bursts would delay the mock and the generator.
 Results: a table on stdout, ``bench/results/overhead-<time>.json`` and a PNG plot beside it.
 Numbers on a shared machine are noisy: compare ratios within one run, not across runs.
 """
@@ -22,14 +24,17 @@ Numbers on a shared machine are noisy: compare ratios within one run, not across
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +67,26 @@ class Options:
     repeat: int = 1
     profile: list[str] = field(default_factory=list)  # targets to sample with py-spy after measuring
     generator: str = "pyreqwest"  # open-loop client; pyreqwest costs about half aiohttp's CPU per request
+    # Latency phases with the exporter SIGSTOPped (spans wait in NATS, exported right after):
+    # on two CPUs it shares the load CPU, where its bursts delay the mock and the generator.
+    pause_exporter: bool = True
+
+
+@contextlib.contextmanager
+def _exporter_paused(running: Running, enabled: bool) -> Iterator[None]:
+    """SIGSTOP the target's exporter (if any) for a latency phase, SIGCONT it after.
+
+    The gateway's work is the same either way (it publishes to NATS whether or not a consumer
+    reads); what changes is that the exporter's CPU bursts stop landing on the load CPU, where
+    they would delay the mock and the generator and read as latency added by the gateway."""
+    procs = [p for p in running.helpers if p.name == "exporter" and p.popen.poll() is None] if enabled else []
+    for proc in procs:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGCONT)
 
 
 def _measured_root(running: Running, mock_pid: int) -> int:
@@ -146,7 +171,8 @@ def measure(
     else:
         result["closed_skipped"] = "wrk not found"
     for rate in opts.rates:
-        result["open"][f"{rate:g}"] = _open(running, rate, False, opts, root)
+        with _exporter_paused(running, opts.pause_exporter):
+            result["open"][f"{rate:g}"] = _open(running, rate, False, opts, root)
         sample_rss()
         time.sleep(0.3)
     if opts.stream:
@@ -155,7 +181,8 @@ def measure(
                 running, scripts[True], max(opts.connections), opts, pinning, root
             )
             result["stream"]["closed"]["connections"] = max(opts.connections)
-        result["stream"]["open"] = _open(running, opts.rates[0], True, opts, root)
+        with _exporter_paused(running, opts.pause_exporter):
+            result["stream"]["open"] = _open(running, opts.rates[0], True, opts, root)
         sample_rss()
     result["rss"] = rss_peak
     return result
@@ -326,6 +353,8 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
     names = ["direct"] + [t for t in opts.targets if t != "direct"]  # the reference always runs first
     pinning = decide_pinning(disable=not opts.pin)
     print(f"pinning: {pinning.note}", flush=True)
+    if opts.pause_exporter:
+        print("exporter: paused during open-loop latency phases (spans wait in NATS)", flush=True)
     if pinning.enabled:
         os.sched_setaffinity(0, {pinning.load_cpu})  # this process is the open-loop generator
     if not wrk_available():
@@ -366,6 +395,7 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
             "repeat": opts.repeat,
             "generator": opts.generator,
             "mock_args": opts.mock_args,
+            "exporter_during_latency": "paused" if opts.pause_exporter else "running",
         },
         # Load average (1 min) around the run: other work on the machine is the main source of noise.
         "machine": {
@@ -417,6 +447,12 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
     )
     parser.add_argument("--no-stream", action="store_true", help="skip the streaming phases")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--exporter-during-latency",
+        choices=["pause", "run"],
+        default="pause",
+        help="the exporter during open-loop latency phases (default: paused, see bench/README.md)",
+    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="per-request timeout of the open-loop generator"
@@ -434,6 +470,7 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
         plot=not args.no_plot,
         pin=not args.no_pin,
         stream=not args.no_stream,
+        pause_exporter=args.exporter_during_latency == "pause",
     )
     if args.quick:
         opts.duration_s, opts.warmup_s, opts.rates, opts.connections = 2.0, 1.0, [250.0], [64]
