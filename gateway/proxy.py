@@ -289,11 +289,13 @@ def _record_trace(
     try:
         err, decision, usage = out.error, out.decision, out.usage
         if isinstance(err, RateLimited):
-            rl_rule_ids = [err.rule_id]
+            rl_rule_ids: tuple[str, ...] = (err.rule_id,)
+        elif decision is not None and decision.admission.rule is not None:
+            rl_rule_ids = (decision.admission.rule.id,)
         else:
-            rl_rule_ids = decision.rule_ids if decision is not None else []
+            rl_rule_ids = ()
         plan = out.plan
-        attempts = out.attempts
+        attempts = tuple(out.attempts)
         tel.record(
             TraceRecord(
                 out.trace_id,
@@ -316,7 +318,7 @@ def _record_trace(
                 out.resolved_pc,
                 decision.principal.subject if decision is not None else "",
                 decision.metadata if decision is not None else {},
-                list(plan.rule_ids) if plan is not None and plan.rule_ids else [],
+                plan.rule_ids if plan is not None else (),
                 rl_rule_ids,
                 attempts,
                 out.first_pc,

@@ -127,9 +127,9 @@ def _root_attributes(t: TraceRecord) -> dict[str, Any]:
         if not t.error_type:
             attrs[TFY_DESTINATION] = last.model_id
     if t.lb_rule_ids:
-        attrs[TFY_LB_RULE_IDS] = t.lb_rule_ids
+        attrs[TFY_LB_RULE_IDS] = list(t.lb_rule_ids)
     if t.rl_rule_ids:
-        attrs[TFY_RL_RULE_IDS] = t.rl_rule_ids
+        attrs[TFY_RL_RULE_IDS] = list(t.rl_rule_ids)
     if t.subject:
         attrs[TFY_SUBJECT] = t.subject
     if t.metadata:
@@ -201,7 +201,7 @@ def expand_trace(t: TraceRecord) -> list[Span]:
                 )
             )  # fmt: skip
         else:
-            extra = {TFY_LB_RULE_IDS: t.lb_rule_ids} if t.lb_rule_ids else {}
+            extra = {TFY_LB_RULE_IDS: list(t.lb_rule_ids)} if t.lb_rule_ids else {}
             internal("model resolution", t.auth_end_pc, t.resolved_pc, extra, False)
     for attempt in t.attempts:
         spans.append(

@@ -129,9 +129,11 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     resolved_pc: int
     subject: str
     metadata: dict[str, str]
-    lb_rule_ids: list[str]
-    rl_rule_ids: list[str]
-    attempts: list[AttemptRecord]
+    # Tuples, not lists: the garbage collector stops tracking a tuple of atoms or of these
+    # gc=False records, so traces waiting in the ring cost the collector nothing.
+    lb_rule_ids: tuple[str, ...]
+    rl_rule_ids: tuple[str, ...]
+    attempts: tuple[AttemptRecord, ...]
     first_chunk_pc: int
     stream_start_pc: int
     stream_end_pc: int

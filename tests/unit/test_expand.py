@@ -96,7 +96,7 @@ def test_auth_failure_marks_auth_and_root() -> None:
         failed_phase=PHASE_AUTH,
         subject="",
         resolved_pc=0,
-        attempts=[],
+        attempts=(),
         input_tokens=-1,
         response_body=b"",
         first_chunk_pc=0,
@@ -120,7 +120,7 @@ def test_unknown_model_fails_model_resolution() -> None:
         error_type="model_not_found",
         error_message="model 'x' does not exist",
         failed_phase=PHASE_RESOLUTION,
-        attempts=[],
+        attempts=(),
         span_count=3,
     )
     resolution = _by_name(record)["model resolution"]
@@ -199,7 +199,7 @@ def test_unreadable_request_has_no_request_attributes() -> None:
         auth_start_pc=0,
         auth_end_pc=0,
         resolved_pc=0,
-        attempts=[],
+        attempts=(),
         span_count=1,
     )
     (root,) = expand_trace(record)
