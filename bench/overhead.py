@@ -1,7 +1,7 @@
 """Overhead run: what the gateway adds on one pinned vCPU, against the mock served directly.
 
     python -m bench.overhead [--duration 5] [--rates 250,1000] [--connections 16,64]
-                             [--targets direct,aiohttp,pyreqwest,gateway,gateway-tracing,gateway-full]
+                             [--targets direct,aiohttp,pyreqwest,gateway,gateway-access,gateway-tracing,gateway-full]
                              [--quick] [--no-stream] [--no-pin] [--out bench/results]
 
 For each target (see ``bench.targets``), in one session and against one mock upstream:

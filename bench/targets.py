@@ -8,6 +8,7 @@ target's own work lands on the measured core.
     aiohttp           bare granian + aiohttp pass-through (bench.baselines)
     pyreqwest         bare granian + pyreqwest pass-through (bench.baselines)
     gateway           the gateway, providers only, tracing off (bare proxy)
+    gateway-access    the bare gateway plus API-key auth, access rules and a never-tripping rate limit
     gateway-tracing   the same with tracing on, spans to a real nats-server and exporter process
     gateway-full      API-key auth, access rules, a never-tripping rate limit, a two-target
                       virtual model, tracing to NATS with the exporter
@@ -274,7 +275,9 @@ def start_exporter(ctx: RunContext, config_path: Path, notes: list[str]) -> Proc
     return proc
 
 
-def _gateway_factory(name: str, *, tracing: bool, full: bool, client: str = "pyreqwest") -> Factory:
+def _gateway_factory(
+    name: str, *, tracing: bool, full: bool, access: bool = False, client: str = "pyreqwest"
+) -> Factory:
     def factory(ctx: RunContext) -> Running:
         cmd = gateway_command()
         if cmd is None:
@@ -300,6 +303,9 @@ def _gateway_factory(name: str, *, tracing: bool, full: bool, client: str = "pyr
         else:
             config["tracing"] = {"enabled": False}
             optional = ["tracing"]
+        if access and not full:
+            config.update({k: sections[k] for k in ("auth", "access", "rate_limiting")})
+            optional = ["auth", "access", "rate_limiting", *optional]
         if sink is not None:
             # The exporter reads the same file: give it a real OTLP/HTTP destination to send to.
             endpoint = f"http://127.0.0.1:{sink.port}/v1/traces"
@@ -315,7 +321,7 @@ def _gateway_factory(name: str, *, tracing: bool, full: bool, client: str = "pyr
                 stop(proc)
             raise RuntimeError(f"gateway config rejected: {error}")
         features = {k: k not in dropped for k in optional}
-        if dropped and (full or tracing or client != "pyreqwest"):
+        if dropped and (full or tracing or access or client != "pyreqwest"):
             ctx.notes.append(
                 f"{name}: gateway rejected {', '.join(dropped)}; measured without (skipped features)"
             )
@@ -354,7 +360,7 @@ def _gateway_factory(name: str, *, tracing: bool, full: bool, client: str = "pyr
                 stop(helper)
             raise
         model = "chat-default" if full and features.get("virtual_models") else "mock/gpt-4o"
-        headers = {"authorization": f"Bearer {key}"} if full and features.get("auth") else {}
+        headers = {"authorization": f"Bearer {key}"} if (full or access) and features.get("auth") else {}
         probes = {"otlp_sink": f"http://127.0.0.1:{sink.port}/stats"} if sink else {}
         return Running(name, f"http://127.0.0.1:{port}", model, proc, headers, helpers, features, probes)
 
@@ -366,11 +372,20 @@ TARGETS: dict[str, Factory] = {
     "aiohttp": _baseline("bench.baselines.aiohttp_proxy", "aiohttp"),
     "pyreqwest": _baseline("bench.baselines.pyreqwest_proxy", "pyreqwest"),
     "gateway": _gateway_factory("gateway", tracing=False, full=False),
+    "gateway-access": _gateway_factory("gateway-access", tracing=False, full=False, access=True),
     "gateway-tracing": _gateway_factory("gateway-tracing", tracing=True, full=False),
     "gateway-full": _gateway_factory("gateway-full", tracing=True, full=True),
     "gateway-aiohttp": _gateway_factory("gateway-aiohttp", tracing=False, full=False, client="aiohttp"),
 }
-DEFAULT_TARGETS = ["direct", "aiohttp", "pyreqwest", "gateway", "gateway-tracing", "gateway-full"]
+DEFAULT_TARGETS = [
+    "direct",
+    "aiohttp",
+    "pyreqwest",
+    "gateway",
+    "gateway-access",
+    "gateway-tracing",
+    "gateway-full",
+]
 
 
 def validate(target: Running, timeout_s: float = 10.0) -> str | None:
