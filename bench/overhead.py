@@ -168,6 +168,15 @@ def measure(
             result["closed"][str(conns)] = _closed(running, scripts[False], conns, opts, pinning, root)
             sample_rss()
             time.sleep(0.3)
+        if opts.pause_exporter and any(p.name == "exporter" for p in running.helpers):
+            # The same maximum once more with the exporter paused: the gateway's own cost of
+            # tracing (it still publishes every batch to NATS), without the exporter competing
+            # with wrk and the mock for the load CPU. Spans wait in NATS meanwhile.
+            conns = max(opts.connections)
+            with _exporter_paused(running, True):
+                paused = _closed(running, scripts[False], conns, opts, pinning, root)
+            result["closed_exporter_paused"] = {str(conns): paused}
+            time.sleep(3.0)  # the exporter catches up before the next phase
     else:
         result["closed_skipped"] = "wrk not found"
     for rate in opts.rates:
@@ -215,10 +224,13 @@ def add_deltas(results: dict[str, dict[str, Any]]) -> None:
     off, on = _max_rps(results.get("gateway", {})), _max_rps(results.get("gateway-tracing", {}))
     if off and on:
         results["gateway-tracing"]["rps_vs_tracing_off"] = round(on / off, 3)
+        paused = _max_rps(results["gateway-tracing"], "closed_exporter_paused")
+        if paused:
+            results["gateway-tracing"]["rps_vs_tracing_off_exporter_paused"] = round(paused / off, 3)
 
 
-def _max_rps(res: dict[str, Any]) -> float | None:
-    closed = res.get("closed", {})
+def _max_rps(res: dict[str, Any], phase: str = "closed") -> float | None:
+    closed = res.get(phase, {})
     return max((c["rps"] for c in closed.values() if "rps" in c), default=None)
 
 

@@ -203,7 +203,13 @@ def render_table(doc: dict[str, Any]) -> str:
             out.append(f"SKIPPED {name}: {res['error'][:400]}")
     gw = targets.get("gateway-tracing", {})
     if "rps_vs_tracing_off" in gw:
-        out.append(f"tracing on / off throughput: {gw['rps_vs_tracing_off']:.2f}")
+        line = f"tracing on / off throughput: {gw['rps_vs_tracing_off']:.2f}"
+        if "rps_vs_tracing_off_exporter_paused" in gw:
+            line += (
+                f" with the exporter beside the load generator;"
+                f" {gw['rps_vs_tracing_off_exporter_paused']:.2f} with it paused (the gateway's own cost)"
+            )
+        out.append(line)
     out += [f"note: {n}" for n in doc.get("notes", [])]
     return "\n".join(out).rstrip()
 

@@ -239,12 +239,16 @@ def test_report_tables_ratios_and_plot(tmp_path: Path) -> None:
         "direct": _fake_target(10000, 1.0, 2.0),
         "aiohttp": _fake_target(3000, 1.5, 3.5),
         "gateway": _fake_target(4000, 1.4, 3.0),
+        "gateway-tracing": _fake_target(3400, 1.4, 3.0),
         "litellm": _fake_target(40, 900.0, 10000.0),
         "broken": {"error": "start failed: nope"},
     }
+    targets["gateway-tracing"]["closed_exporter_paused"] = {"64": {"rps": 3800.0}}
     add_deltas(targets)
     assert targets["gateway"]["open"]["250"]["added_ms"] == {"p50": 0.4, "p90": 0.7, "p99": 1.0}
     assert targets["gateway"]["rps_vs_aiohttp"] == 1.33
+    assert targets["gateway-tracing"]["rps_vs_tracing_off"] == 0.85
+    assert targets["gateway-tracing"]["rps_vs_tracing_off_exporter_paused"] == 0.95
     doc = {
         "kind": "peers",
         "started": "2026-01-01T00:00:00+00:00",
@@ -255,6 +259,7 @@ def test_report_tables_ratios_and_plot(tmp_path: Path) -> None:
     }
     text = render_table(doc)
     assert "SKIPPED broken" in text and "note: a note" in text
+    assert "tracing on / off throughput: 0.85 with the exporter beside" in text and "0.95 with it paused" in text
     assert "100.0x" in ratio_table(doc)  # 4000 / 40
     png = plot(doc, tmp_path / "run.png")
     assert png is not None and png.stat().st_size > 1000
