@@ -51,7 +51,7 @@ def _trace(t0: int, offset: int) -> TraceRecord:
         os.urandom(16), os.urandom(8), b"", offset, t0, t0 + 900_000_000, "/v1/chat/completions", "chat",
         200, "", "", 0, "chat-default", False, _INPUT, t0 + 1_000, t0 + 20_000, t0 + 35_000,
         "user:alice@example.com", {}, ("chat-default-split",), ("per-user-rpm",), (attempt,),
-        t0 + 850_000_000, 0, 0, 412, 37, 0.0014, _OUTPUT, b"", 4,
+        t0 + 850_000_000, 0, 0, 412, 37, 0.0014, _OUTPUT, b"",
     )  # fmt: skip
 
 

@@ -58,7 +58,7 @@ def chat_trace() -> TraceRecord:
     return TraceRecord(
         trace_id, root_id, parent, offset, t0, time.perf_counter_ns(), "/v1/chat/completions", "chat",
         200, "", "", 0, "chat-default", False, BODY, auth_start, auth_end, resolved, "user:alice", {},
-        ("chat-default-split",), (), tuple(attempts), started, 0, 0, 20, 7, 0.0001, RESPONSE, b"", 4,
+        ("chat-default-split",), (), tuple(attempts), started, 0, 0, 20, 7, 0.0001, RESPONSE, b"",
     )  # fmt: skip
 
 

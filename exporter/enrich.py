@@ -16,17 +16,19 @@ from typing import Any
 
 import msgspec
 
+from gateway.telemetry.spans import (
+    GEN_AI_FINISH_REASONS,
+    GEN_AI_INPUT_TOKENS,
+    GEN_AI_OUTPUT_TOKENS,
+    GEN_AI_RESPONSE_ID,
+    GEN_AI_RESPONSE_MODEL,
+    TFY_INPUT,
+    TFY_INPUT_SHORT_HAND,
+    TFY_OUTPUT,
+    TFY_OUTPUT_SSE,
+)
 from gateway.telemetry.wire import SPAN_KIND_CLIENT, STATUS_ERROR, SpanBatch
 
-GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
-GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
-GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
-GEN_AI_RESPONSE_ID = "gen_ai.response.id"
-GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
-TFY_INPUT = "tfy.input"
-TFY_OUTPUT = "tfy.output"
-TFY_OUTPUT_SSE = "tfy.output.sse"  # gateway → exporter only: raw SSE events of a stream
-TFY_INPUT_SHORT_HAND = "tfy.input_short_hand"
 SHORT_HAND_MAX_CHARS = 200
 
 # --- request ------------------------------------------------------------------------------------

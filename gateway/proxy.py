@@ -290,10 +290,8 @@ def _record_trace(
         err, decision, usage = out.error, out.decision, out.usage
         if isinstance(err, RateLimited):
             rl_rule_ids: tuple[str, ...] = (err.rule_id,)
-        elif decision is not None and decision.admission.rule is not None:
-            rl_rule_ids = (decision.admission.rule.id,)
         else:
-            rl_rule_ids = ()
+            rl_rule_ids = tuple(decision.rule_ids) if decision is not None else ()
         plan = out.plan
         attempts = tuple(out.attempts)
         tel.record(
@@ -329,11 +327,6 @@ def _record_trace(
                 cost,
                 out.body_out,
                 b"".join(out.events) if out.events else b"",
-                1
-                + (out.auth_start_pc != 0)
-                + (out.resolved_pc != 0)
-                + len(attempts)
-                + (out.stream_start_pc != 0),
             )
         )
     except Exception:  # telemetry never fails a request

@@ -48,7 +48,6 @@ def chat_record(input_bytes: bytes = b'{"model":"m"}', **fields: Any) -> TraceRe
         "cost_usd": None,
         "response_body": b'{"id":"chatcmpl-1","choices":[]}',
         "response_sse": b"",
-        "span_count": 4,
     }
     values.update(fields)
     return TraceRecord(**values)

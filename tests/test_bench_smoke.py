@@ -259,7 +259,9 @@ def test_report_tables_ratios_and_plot(tmp_path: Path) -> None:
     }
     text = render_table(doc)
     assert "SKIPPED broken" in text and "note: a note" in text
-    assert "tracing on / off throughput: 0.85 with the exporter beside" in text and "0.95 with it paused" in text
+    assert (
+        "tracing on / off throughput: 0.85 with the exporter beside" in text and "0.95 with it paused" in text
+    )
     assert "100.0x" in ratio_table(doc)  # 4000 / 40
     png = plot(doc, tmp_path / "run.png")
     assert png is not None and png.stat().st_size > 1000

@@ -223,9 +223,9 @@ class RateLimiter:
         c = self._counters.get(key)
         if c is None:
             c = self._counters[key] = _Counter(start)
-        elif start > c.start:
+        else:
             c.roll(start, window)
-        used = c.prev * (1.0 - (now - c.start) / window) + c.cur  # _Counter.estimate, inlined: hot
+        used = c.estimate(now, window)
         limit = rule.limit
         if used + 1 > limit:
             retry = max(1, math.ceil(_wait_s(c, now, window, limit - 1)))
@@ -236,10 +236,7 @@ class RateLimiter:
                 headers=[("retry-after", str(retry)), rule.limit_header, (rule.remaining_header, "0")],
             )
         if rule.kind == "requests":
-            if self.track_deltas:
-                self._add(key, c, 1, rule)
-            else:
-                c.cur += 1
+            self._add(key, c, 1, rule)
             used += 1
         self._admissions += 1
         if self._admissions % SWEEP_EVERY == 0:

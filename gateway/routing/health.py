@@ -103,18 +103,13 @@ class TargetHealth:
 
     def record(self, ok: bool, score: float | None, now: float) -> None:
         """Feed one finished attempt: ``score`` is seconds per output token (or the latency)."""
-        samples = self._samples
-        # Prune only when something is due (the common case on a hot target: nothing is).
-        if samples and (len(samples) >= self.policy.window_calls or now >= self.expires_at):
-            self._prune(now, room=1)
+        self._prune(now, room=1)
         s = score if ok and score is not None and score >= 0 else -1.0
-        samples.append((now, ok, s))
+        self._samples.append((now, ok, s))
         if s >= 0:
             self._score_sum += s
             self._n_score += 1
-            self.mean = self._score_sum / self._n_score
-        if len(samples) == 1:
-            self.expires_at = now + self.policy.window_s
+        self._refresh()
         if ok:
             self.consecutive_failures = 0
             if self.tripped and now >= self.open_until:

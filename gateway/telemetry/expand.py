@@ -103,10 +103,15 @@ def client_attributes(attempt: AttemptRecord, endpoint: str, stream: bool) -> di
     if attempt.status:
         attrs[HTTP_STATUS] = attempt.status
     if attempt.error_type:
-        attrs[ERROR_TYPE] = attempt.error_type
-        if attempt.error_message:
-            attrs[TFY_ERROR_MESSAGE] = attempt.error_message
+        _mark_failed(attrs, attempt.error_type, attempt.error_message)
     return attrs
+
+
+def _mark_failed(attrs: dict[str, Any], error_type: str, message: str) -> None:
+    """The error attributes of a failed span (its status is set by the caller)."""
+    attrs[ERROR_TYPE] = error_type
+    if message:
+        attrs[TFY_ERROR_MESSAGE] = message
 
 
 def _root_attributes(t: TraceRecord) -> dict[str, Any]:
@@ -161,9 +166,7 @@ def expand_trace(t: TraceRecord) -> list[Span]:
     status, message = STATUS_UNSET, ""
     if t.error_type:
         status, message = STATUS_ERROR, t.error_message
-        attrs[ERROR_TYPE] = t.error_type
-        if message:
-            attrs[TFY_ERROR_MESSAGE] = message
+        _mark_failed(attrs, t.error_type, message)
     elif t.status >= 500:  # OTel HTTP semconv: a 4xx is the client's error, not the server's
         status = STATUS_ERROR
         attrs[ERROR_TYPE] = str(t.status)
@@ -174,35 +177,29 @@ def expand_trace(t: TraceRecord) -> list[Span]:
         )
     ]  # fmt: skip
 
-    def internal(name: str, start: int, stop: int, attributes: dict[str, Any], failed: bool) -> None:
-        if failed:
-            attributes[ERROR_TYPE] = t.error_type
-            if t.error_message:
-                attributes[TFY_ERROR_MESSAGE] = t.error_message
+    def internal(
+        name: str, start: int, stop: int, attributes: dict[str, Any], error_type: str = "", message: str = ""
+    ) -> None:
+        if error_type:
+            _mark_failed(attributes, error_type, message)
         spans.append(
             Span(
                 trace_id, new_span_id(), root_id, name, SPAN_KIND_INTERNAL, start + offset,
-                (stop or end) + offset, STATUS_ERROR if failed else STATUS_UNSET,
-                t.error_message if failed else "", attributes,
+                (stop or end) + offset, STATUS_ERROR if error_type else STATUS_UNSET, message, attributes,
             )
         )  # fmt: skip
 
     if t.auth_start_pc:
-        failed = t.failed_phase == PHASE_AUTH
-        internal("auth", t.auth_start_pc, t.auth_end_pc, {} if failed else {TFY_SUBJECT: t.subject}, failed)
+        if t.failed_phase == PHASE_AUTH:
+            internal("auth", t.auth_start_pc, t.auth_end_pc, {}, t.error_type, t.error_message)
+        else:
+            internal("auth", t.auth_start_pc, t.auth_end_pc, {TFY_SUBJECT: t.subject})
     if t.resolved_pc:
-        failed = t.failed_phase == PHASE_RESOLUTION
-        if failed:  # the span names the failure; the message is the root's
-            spans.append(
-                Span(
-                    trace_id, new_span_id(), root_id, "model resolution", SPAN_KIND_INTERNAL,
-                    t.auth_end_pc + offset, t.resolved_pc + offset, STATUS_ERROR, "",
-                    {ERROR_TYPE: "ModelNotFound"},
-                )
-            )  # fmt: skip
+        if t.failed_phase == PHASE_RESOLUTION:  # the span names the failure; the message is the root's
+            internal("model resolution", t.auth_end_pc, t.resolved_pc, {}, "ModelNotFound")
         else:
             extra = {TFY_LB_RULE_IDS: list(t.lb_rule_ids)} if t.lb_rule_ids else {}
-            internal("model resolution", t.auth_end_pc, t.resolved_pc, extra, False)
+            internal("model resolution", t.auth_end_pc, t.resolved_pc, extra)
     for attempt in t.attempts:
         spans.append(
             Span(
@@ -213,5 +210,5 @@ def expand_trace(t: TraceRecord) -> list[Span]:
             )
         )  # fmt: skip
     if t.stream_start_pc:
-        internal("stream", t.stream_start_pc, t.stream_end_pc, {}, False)
+        internal("stream", t.stream_start_pc, t.stream_end_pc, {})
     return spans

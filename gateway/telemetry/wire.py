@@ -142,7 +142,18 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     cost_usd: float | None
     response_body: bytes  # the JSON response (non-streamed)
     response_sse: bytes  # the SSE events as sent (streamed)
-    span_count: int  # how many spans the exporter will build (for the gateway's counters)
+
+    @property
+    def span_count(self) -> int:
+        """How many spans the exporter builds from this record (what the gateway's counters count):
+        the root, ``auth`` and ``model resolution`` when reached, one per attempt, ``stream``."""
+        return (
+            1
+            + (self.auth_start_pc != 0)
+            + (self.resolved_pc != 0)
+            + len(self.attempts)
+            + (self.stream_start_pc != 0)
+        )
 
 
 class TraceBatch(msgspec.Struct, array_like=True, gc=False):

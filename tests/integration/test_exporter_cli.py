@@ -93,7 +93,9 @@ async def test_run_consumes_and_stops(nats_server: str, monkeypatch: pytest.Monk
             break
         await asyncio.sleep(0.1)
     assert got and got[0].resource == batch.resource
-    assert [(s.trace_id, s.name) for s in got[0].spans] == [(s.trace_id, s.name) for s in expand_trace(record)]
+    assert [(s.trace_id, s.name) for s in got[0].spans] == [
+        (s.trace_id, s.name) for s in expand_trace(record)
+    ]
     stop.set()
     await asyncio.wait_for(task, 5)
     assert events == ["init", "start", "stop"]

@@ -69,7 +69,6 @@ async def test_spans_reach_an_otlp_backend_through_the_exporter_process(
                 trace_id=bytes.fromhex("ab" * 16),
                 parent_id=bytes.fromhex("cd" * 8),
                 resolved_pc=0,
-                span_count=3,
             )
         )
         await otlp_receiver.wait_for(1, timeout_s=15)

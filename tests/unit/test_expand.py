@@ -100,7 +100,6 @@ def test_auth_failure_marks_auth_and_root() -> None:
         input_tokens=-1,
         response_body=b"",
         first_chunk_pc=0,
-        span_count=2,
     )
     spans = _by_name(record)
     assert set(spans) == {"POST /v1/chat/completions", "auth"}
@@ -121,7 +120,6 @@ def test_unknown_model_fails_model_resolution() -> None:
         error_message="model 'x' does not exist",
         failed_phase=PHASE_RESOLUTION,
         attempts=(),
-        span_count=3,
     )
     resolution = _by_name(record)["model resolution"]
     assert resolution.status_code == STATUS_ERROR  # type: ignore[attr-defined]
@@ -132,14 +130,14 @@ def test_unknown_model_fails_model_resolution() -> None:
 
 def test_retries_and_fallbacks_are_client_spans_of_their_own() -> None:
     t0 = chat_record().start_pc
-    attempts = [
+    attempts = (
         AttemptRecord(
             b"a" * 8, TARGET, "primary", t0 + 1, t0 + 2, 503, "upstream_error", "503 from provider"
         ),
         AttemptRecord(b"b" * 8, TARGET, "retry", t0 + 3, t0 + 4, 0, "upstream_timeout", "timed out"),
         AttemptRecord(b"c" * 8, OTHER, "fallback", t0 + 5, t0 + 6, 200),
-    ]
-    record = chat_record(attempts=attempts, lb_rule_ids=["lb-1"], span_count=6)
+    )
+    record = chat_record(attempts=attempts, lb_rule_ids=("lb-1",))
     spans = expand_trace(record)
     assert len(spans) == record.span_count
     calls = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
@@ -168,7 +166,6 @@ def test_stream_span_and_raw_events() -> None:
         response_sse=b'data: {"choices":[]}\n\ndata: [DONE]\n\n',
         stream_start_pc=t0 + 4_100_000,
         stream_end_pc=t0 + 4_900_000,
-        span_count=5,
     )
     spans = _by_name(record)
     stream = spans["stream"]
@@ -200,7 +197,6 @@ def test_unreadable_request_has_no_request_attributes() -> None:
         auth_end_pc=0,
         resolved_pc=0,
         attempts=(),
-        span_count=1,
     )
     (root,) = expand_trace(record)
     assert "tfy.input" not in root.attributes and "gen_ai.request.model" not in root.attributes

@@ -7,12 +7,14 @@ import asyncio
 import pytest
 
 from gateway.telemetry.ring import TraceRing
-from gateway.telemetry.wire import TraceRecord
-from tests.records import chat_record
+from gateway.telemetry.wire import AttemptRecord, TraceRecord
+from tests.records import TARGET, chat_record
 
 
 def _trace(n: int) -> TraceRecord:
-    return chat_record(span_count=n)  # the ring only reads the count
+    """A record standing for ``n`` spans: the root and ``n - 1`` upstream attempts."""
+    attempt = AttemptRecord(b"a" * 8, TARGET, "retry", 1, 2, 503)
+    return chat_record(auth_start_pc=0, auth_end_pc=0, resolved_pc=0, attempts=(attempt,) * (n - 1))
 
 
 def test_bounded_drops_and_counts() -> None:
