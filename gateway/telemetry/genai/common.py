@@ -133,7 +133,8 @@ def media_part(url: str, modality: str, mime: str | None = None) -> Part:
                 # Percent-encoded text: the schema wants base64 bytes in a blob.
                 data = base64.b64encode(unquote_to_bytes(data)).decode("ascii")
             return BlobPart(modality=modality_of(mime, modality), mime_type=mime, content=data)
-        degraded("data_url")
+        degraded("data_url")  # no comma: not a data URL the provider could read either
+        return {"type": "data_url", "modality": modality, "content": url}
     return UriPart(modality=modality_of(mime, modality), mime_type=mime or _mime_from_uri(url), uri=url)
 
 

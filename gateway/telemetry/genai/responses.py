@@ -52,6 +52,11 @@ __all__ = [
 ]
 
 _FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+# incomplete_details.reason -> the spec's finish reason ("interrupted": a stream cut short).
+_INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter", "interrupted": "error"}
+_JOINING = frozenset(
+    {"function_call", "custom_tool_call", "function_call_output", "custom_tool_call_output", "reasoning"}
+)
 
 
 def _content_part(p: Any) -> Part:
@@ -144,9 +149,10 @@ def _messages(items: list[Any]) -> list[InputMessage]:
     out: list[InputMessage] = []
     for item in items:
         role, parts = _item(item)
-        # A message item always starts a message; calls and results join the previous one of the role.
-        starts = isinstance(item, dict) and item.get("type", "message") == "message"
-        if out and not starts and out[-1].role == role:
+        # Calls, results and reasoning join the previous message of their role (one assistant
+        # turn that called two tools is one message); messages and anything else start one.
+        joins = isinstance(item, dict) and item.get("type") in _JOINING
+        if out and joins and out[-1].role == role:
             out[-1].parts.extend(parts)
         else:
             out.append(InputMessage(role=role, parts=parts))
@@ -203,9 +209,7 @@ def _finish(doc: dict[str, Any], parts: list[Part]) -> str:
     status = doc.get("status")
     if status == "incomplete":
         reason = as_dict(doc.get("incomplete_details")).get("reason")
-        return {"max_output_tokens": "length", "content_filter": "content_filter"}.get(
-            str(reason), str(reason or "length")
-        )
+        return _INCOMPLETE.get(str(reason), str(reason or "length"))
     if status == "failed" or doc.get("error"):
         return "error"
     if any(isinstance(p, ToolCallRequestPart) for p in parts):
