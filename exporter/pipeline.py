@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from exporter.config import ExporterConfig, env_destination
+from exporter.config import ExporterConfig, env_destination, with_attribute_limit
 from exporter.destinations import ExportResult, LogLimiter, SpanDestination, build_destination
 from exporter.enrich import enrich_batch
 from gateway.telemetry.wire import SpanBatch, TracingConfig
@@ -43,6 +43,7 @@ class DestinationCounters:
     spans_sampled_out: int = 0
     spans_rejected: int = 0  # refused by the backend in a partial success
     retries: int = 0
+    attributes_truncated: int = 0  # values cut (or dropped) to the destination's max_attribute_chars
 
     def drop(self, reason: str, batches: int, spans: int) -> None:
         """Count a drop under ``reason``."""
@@ -52,6 +53,7 @@ class DestinationCounters:
     def record(self, result: ExportResult) -> None:
         """Fold one export result in."""
         self.retries += result.retries
+        self.attributes_truncated += result.attributes_truncated
         self.spans_sampled_out += result.sampled_out
         self.spans_rejected += result.rejected
         self.spans_exported += result.exported
@@ -95,11 +97,13 @@ class ExportPipeline:
         self._logs = LogLimiter()
         if not tracing.enabled:
             return
+        environ = os.environ if env is None else env
         configured = list(exporter_cfg.traces)
-        extra = env_destination(os.environ if env is None else env)
+        extra = env_destination(environ)
         if extra is not None and all(d.name != extra.name for d in configured):
             configured.append(extra)
         for cfg in configured:
+            cfg = with_attribute_limit(cfg, environ)
             self.add(build_destination(cfg, logs=self._logs), cfg.queue_size)
 
     def add(self, destination: SpanDestination, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
