@@ -12,13 +12,14 @@ batch, before a destination's *exclude request data* switch strips the content.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from gateway.telemetry import genai
-from gateway.telemetry.genai.common import decode_object
+from gateway.telemetry.genai.common import DECODE_ERRORS, decode_object
 from gateway.telemetry.genai.openai import assemble_chat_stream
 from gateway.telemetry.spans import (
     GEN_AI_CONTENT,
@@ -33,6 +34,8 @@ from gateway.telemetry.spans import (
     URL_PATH,
 )
 from gateway.telemetry.wire import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, Span, SpanBatch
+
+log = logging.getLogger("exporter")
 
 SHORT_HAND_MAX_CHARS = 200
 
@@ -80,7 +83,7 @@ def decode_request_params(body: bytes) -> RequestParams | None:
     """The request parameters, or ``None`` if the body is not a JSON object of that shape."""
     try:
         return _params_decoder.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return None
 
 
@@ -157,7 +160,7 @@ def input_short_hand(body: bytes, limit: int = SHORT_HAND_MAX_CHARS) -> str:
     """
     try:
         view = _input_decoder.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return _json_encode(
             {"content": "", "has_file": False, "has_image": False, "has_audio": False}
         ).decode()
@@ -230,7 +233,7 @@ def _json_schema(attrs: dict[str, Any]) -> None:
         attrs[LOGFIRE_JSON_SCHEMA] = genai.json_schema(keys)
 
 
-def _enrich_trace(root: Span, clients: list[Span]) -> None:
+def _enrich_trace(root: Span, clients: list[Span], content: bool) -> None:
     attrs = root.attributes
     body = attrs.get(TFY_INPUT)
     sse = attrs.pop(TFY_OUTPUT_SSE, None)
@@ -245,7 +248,7 @@ def _enrich_trace(root: Span, clients: list[Span]) -> None:
         params = decode_request_params(raw)
         if params is not None:
             request_attrs = request_param_attributes(params)
-        if clients:
+        if clients and content:
             input_attrs = genai.content_attributes(genai.request_content(api, raw))
         attrs[TFY_INPUT_SHORT_HAND] = input_short_hand(raw)
     response: dict[str, Any] | None = None
@@ -263,7 +266,7 @@ def _enrich_trace(root: Span, clients: list[Span]) -> None:
         span.attributes.update(request_attrs)
         span.attributes.update(input_attrs)
         if span is served and response is not None:
-            output = genai.output_messages(api, response)
+            output = genai.output_messages(api, response) if content else None
             if output:
                 span.attributes[GEN_AI_OUTPUT_MESSAGES] = genai.encode(output)
             for key, value in genai.response_attributes(genai.response_info(api, response)).items():
@@ -271,12 +274,13 @@ def _enrich_trace(root: Span, clients: list[Span]) -> None:
         _json_schema(span.attributes)
 
 
-def enrich_batch(batch: SpanBatch) -> None:
+def enrich_batch(batch: SpanBatch, content: bool = True) -> None:
     """Derive body-based attributes in place, once per batch (see the module docstring).
 
     The root span of a trace carries the bodies and keeps the ``tfy.*`` ones (short hand,
     assembled output); request parameters and input content go on every CLIENT span (each
     attempt sent them), the output content and response attributes on the one that answered.
+    ``content=False`` (every destination excludes request data) skips the content attributes.
     """
     by_trace: dict[bytes, list[Span]] = {}
     for span in batch.spans:
@@ -285,4 +289,11 @@ def enrich_batch(batch: SpanBatch) -> None:
         clients = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
         for root in spans:
             if root.kind == SPAN_KIND_SERVER:
-                _enrich_trace(root, clients)
+                try:
+                    _enrich_trace(root, clients, content)
+                except Exception:  # one odd trace costs its own body attributes, not the batch
+                    genai.COUNTERS["exception"] += 1
+                    if genai.COUNTERS["exception"] == 1:
+                        log.exception(
+                            "exporter: deriving body attributes of a trace failed (counted from now on)"
+                        )

@@ -94,6 +94,7 @@ class ExportPipeline:
         self.tracing = tracing
         self._lanes: list[_Lane] = []
         self._accepting = False
+        self._content = True
         self._logs = LogLimiter()
         if not tracing.enabled:
             return
@@ -132,6 +133,9 @@ class ExportPipeline:
             return
         for lane in self._lanes:
             lane.worker = asyncio.create_task(self._work(lane), name=f"exporter:{lane.destination.name}")
+        # Content is derived only if some destination keeps it (exclude_request_data strips it).
+        self._content = any(not getattr(getattr(lane.destination, "cfg", None), "exclude_request_data", False)
+                            for lane in self._lanes)  # fmt: skip
         self._accepting = True
 
     def submit(self, batch: SpanBatch) -> None:
@@ -143,7 +147,7 @@ class ExportPipeline:
         n = len(batch.spans)
         if self._lanes and self._accepting:
             try:
-                enrich_batch(batch)  # once, before any destination strips request data
+                enrich_batch(batch, content=self._content)  # once, before any destination strips it
             except Exception:  # a bad body must not cost the batch: send it as recorded
                 self._logs.warning("enrich", "exporter: enriching a batch failed; sent as recorded")
         for lane in self._lanes:

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
+from gateway.telemetry.genai.common import DECODE_ERRORS
 from gateway.telemetry.spans import (
     GEN_AI_CONTENT,
     TFY_INPUT,
@@ -123,7 +124,7 @@ def truncate_json(value: str | bytes, limit: int, parts: bool = False) -> str | 
     """
     try:
         doc = _decode(value)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return _cut(value, limit)
     while True:
         whole = _fits(doc, limit)
