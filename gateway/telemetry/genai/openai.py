@@ -9,7 +9,7 @@ mapped the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -299,24 +299,33 @@ def chat_response_info(doc: dict[str, Any] | None) -> ResponseInfo:
 # --- streams ------------------------------------------------------------------------------------
 
 
-def sse_payloads(chunks: Iterable[bytes]) -> Iterable[bytes]:
-    """The ``data:`` payloads of an SSE byte stream (``[DONE]`` left out)."""
+def sse_payloads(chunks: Iterable[bytes]) -> list[bytes]:
+    """The ``data:`` payloads of an SSE byte stream (``[DONE]`` and empty ones left out)."""
     # Chunks from the network cut events anywhere, so join before splitting into lines.
-    for line in b"".join(chunks).splitlines():
-        if line.startswith(b"data:"):
-            data = line[5:].strip()
-            if data and data != b"[DONE]":
-                yield data
+    lines = b"".join(chunks).split(b"\n")
+    return [d for d in [ln[5:].strip() for ln in lines if ln[:5] == b"data:"] if d and d != b"[DONE]"]
+
+
+def _decode_all(
+    payloads: list[bytes], decode_list: Callable[[bytes], list[Any]], decode_one: Callable[[bytes], Any]
+) -> list[Any]:
+    """Every payload decoded: in one call as a JSON array, else one by one (bad ones counted)."""
+    try:
+        return decode_list(b"[" + b",".join(payloads) + b"]")
+    except DECODE_ERRORS:
+        pass
+    out = []
+    for data in payloads:
+        try:
+            out.append(decode_one(data))
+        except DECODE_ERRORS:
+            degraded("stream_event")
+    return out
 
 
 def json_events(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
     """The JSON objects an SSE stream's events carry; undecodable ones skipped and counted."""
-    for data in sse_payloads(chunks):
-        try:
-            event = _decode(data)
-        except DECODE_ERRORS:
-            degraded("stream_event")
-            continue
+    for event in _decode_all(sse_payloads(chunks), _decode, _decode):
         if isinstance(event, dict):
             yield event
 
@@ -361,6 +370,7 @@ class _Chunk(msgspec.Struct, gc=False):
 
 
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
+_decode_chunks = msgspec.json.Decoder(list[_Chunk]).decode
 
 
 class _Acc:
@@ -428,12 +438,7 @@ def assemble_chat_stream(
     usage_doc: dict[str, Any] | None = None
     choices: dict[int, _Acc] = {}
     is_text = False
-    for data in sse_payloads(chunks):
-        try:
-            c = _decode_chunk(data)
-        except DECODE_ERRORS:
-            degraded("stream_event")
-            continue
+    for c in _decode_all(sse_payloads(chunks), _decode_chunks, _decode_chunk):
         if first is None or first.id is None:
             first = c
         if c.usage is not None:
