@@ -24,6 +24,7 @@ from gateway.telemetry.genai.openai import assemble_chat_stream
 from gateway.telemetry.spans import (
     GEN_AI_CONTENT,
     GEN_AI_OUTPUT_MESSAGES,
+    GEN_AI_PROVIDER,
     LOGFIRE_JSON_SCHEMA,
     TFY_INPUT,
     TFY_INPUT_SHORT_HAND,
@@ -71,6 +72,7 @@ class RequestParams(msgspec.Struct, gc=False):
     text: _Text | None = None
     dimensions: int | None = None  # embeddings
     encoding_format: str | None = None
+    service_tier: str | None = None  # OpenAI
 
 
 _OUTPUT_TYPES = {"json_schema": "json", "json_object": "json", "text": "text"}
@@ -227,6 +229,23 @@ def assemble_stream(
 # --- the batch ---------------------------------------------------------------------------------
 
 
+_OPENAI_API_TYPES = {"chat": "chat_completions", "responses": "responses"}
+
+
+def _openai_attributes(api: str, info: genai.ResponseInfo, request_tier: str | None) -> dict[str, Any]:
+    """The convention's ``openai.*`` attributes, for spans whose provider is OpenAI."""
+    attrs: dict[str, Any] = {}
+    if api in _OPENAI_API_TYPES:
+        attrs["openai.api.type"] = _OPENAI_API_TYPES[api]
+    if request_tier and request_tier != "auto":
+        attrs["openai.request.service_tier"] = request_tier
+    if info.service_tier:
+        attrs["openai.response.service_tier"] = info.service_tier
+    if info.system_fingerprint:
+        attrs["openai.response.system_fingerprint"] = info.system_fingerprint
+    return attrs
+
+
 def _json_schema(attrs: dict[str, Any]) -> None:
     keys = tuple(k for k in GEN_AI_CONTENT if k in attrs)
     if keys:
@@ -244,10 +263,12 @@ def _enrich_trace(root: Span, clients: list[Span], content: bool) -> None:
     raw = body.encode() if isinstance(body, str) else body
     request_attrs: dict[str, Any] = {}
     input_attrs: dict[str, str] = {}
+    request_tier: str | None = None
     if isinstance(raw, bytes):
         params = decode_request_params(raw)
         if params is not None:
             request_attrs = request_param_attributes(params)
+            request_tier = params.service_tier
         if clients and content:
             input_attrs = genai.content_attributes(genai.request_content(api, raw))
         attrs[TFY_INPUT_SHORT_HAND] = input_short_hand(raw)
@@ -269,8 +290,11 @@ def _enrich_trace(root: Span, clients: list[Span], content: bool) -> None:
             output = genai.output_messages(api, response) if content else None
             if output:
                 span.attributes[GEN_AI_OUTPUT_MESSAGES] = genai.encode(output)
-            for key, value in genai.response_attributes(genai.response_info(api, response)).items():
+            info = genai.response_info(api, response)
+            for key, value in genai.response_attributes(info).items():
                 span.attributes.setdefault(key, value)  # the gateway's own usage count wins
+            if span.attributes.get(GEN_AI_PROVIDER) == "openai":
+                span.attributes.update(_openai_attributes(api, info, request_tier))
         _json_schema(span.attributes)
 
 

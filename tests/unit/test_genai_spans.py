@@ -28,6 +28,8 @@ REQUEST = {
 }
 RESPONSE = {
     "id": "chatcmpl-1",
+    "system_fingerprint": "fp_44709d6fcb",
+    "service_tier": "default",
     "model": "gpt-4o-2024-08-06",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Rainy."}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 20, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 16}},
@@ -59,6 +61,8 @@ def test_only_the_model_call_carries_gen_ai_and_its_content() -> None:
     assert a["gen_ai.response.id"] == "chatcmpl-1" and a["gen_ai.response.finish_reasons"] == ["stop"]
     assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.cache_read.input_tokens"]) == (20, 16)
     assert "gen_ai.response.time_to_first_chunk" not in a  # not streamed
+    assert a["openai.api.type"] == "chat_completions" and a["openai.response.service_tier"] == "default"
+    assert a["openai.response.system_fingerprint"] == "fp_44709d6fcb"
 
 
 def test_anthropic_target_shows_the_conversation_as_received() -> None:
@@ -69,6 +73,7 @@ def test_anthropic_target_shows_the_conversation_as_received() -> None:
     spans = _spans(attempts=(attempt,), response_body=json.dumps(translated).encode())
     (call,) = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
     assert call.name == "chat claude-sonnet-4-5" and call.attributes["gen_ai.provider.name"] == "anthropic"
+    assert not [k for k in call.attributes if k.startswith("openai.")]  # not an OpenAI call
     found = genai_schema.check_attributes(call.attributes)
     assert found["gen_ai.input.messages"][0] == {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]}
     assert found["gen_ai.output.messages"][0]["finish_reason"] == "stop"
