@@ -60,22 +60,22 @@ def _check_message(m: Any, output: bool) -> list[str]:
     return [check_part(p) for p in m["parts"]]
 
 
-def input_messages(text: str) -> list[dict[str, Any]]:
-    """Decode and check ``gen_ai.input.messages``."""
+def _messages(text: str, output: bool) -> list[dict[str, Any]]:
     doc = json.loads(text)
     assert isinstance(doc, list)
     for m in doc:
-        _check_message(m, output=False)
+        _check_message(m, output)
     return doc
+
+
+def input_messages(text: str) -> list[dict[str, Any]]:
+    """Decode and check ``gen_ai.input.messages``."""
+    return _messages(text, output=False)
 
 
 def output_messages(text: str) -> list[dict[str, Any]]:
-    """Decode and check ``gen_ai.output.messages``."""
-    doc = json.loads(text)
-    assert isinstance(doc, list)
-    for m in doc:
-        _check_message(m, output=True)
-    return doc
+    """Decode and check ``gen_ai.output.messages`` (each with its ``finish_reason``)."""
+    return _messages(text, output=True)
 
 
 def system_instructions(text: str) -> list[dict[str, Any]]:
