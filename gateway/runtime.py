@@ -16,15 +16,12 @@ import msgspec
 from gateway.access import AccessControl, Principal
 from gateway.config import GatewayConfig, ProviderConfig
 from gateway.metrics import PriceTable
-from gateway.providers import anthropic
+from gateway.providers import ADAPTERS
 from gateway.routing import Router
 from gateway.telemetry.wire import TargetInfo
 from gateway.upstream import UpstreamClient, make_client
 
 log = logging.getLogger("gateway")
-
-# endpoint kind → path appended to the provider's base_url
-ENDPOINT_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 
 
 class ModelTarget:
@@ -35,8 +32,8 @@ class ModelTarget:
         "provider",
         "upstream_model",
         "client",
+        "adapter",
         "urls",
-        "messages_url",
         "headers",
         "server_address",
         "server_port",
@@ -48,16 +45,11 @@ class ModelTarget:
         self.provider = provider
         self.upstream_model = upstream_model
         self.client = client
-        base = provider.base_url.rstrip("/")
-        self.urls = {kind: base + path for kind, path in ENDPOINT_PATHS.items()}
-        self.messages_url = anthropic.messages_url(provider.base_url)
-        if provider.type == "anthropic":
-            headers = [*anthropic.request_headers(provider.api_key), *provider.headers.items()]
-        else:
-            headers = [("content-type", "application/json"), *provider.headers.items()]
-            if provider.api_key:
-                headers.append(("authorization", f"Bearer {provider.api_key}"))
-        self.headers: list[tuple[str, str]] = headers
+        # The provider type's adapter: the APIs it serves natively (API name → URL) and its
+        # hub translation (gateway.providers, gateway.surfaces).
+        self.adapter = ADAPTERS[provider.type]
+        self.urls = self.adapter.urls(provider.base_url)
+        self.headers: list[tuple[str, str]] = self.adapter.headers(provider.api_key, provider.headers)
         parts = urlsplit(provider.base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
