@@ -203,6 +203,9 @@ class MockApp:
                     "body": body.decode("utf-8", "replace"),
                 }
             )
+        if path.endswith("/messages/count_tokens") and getattr(self, "anthropic", None) is not None:
+            self.anthropic.count_tokens(scope, proto, body)  # type: ignore[union-attr]
+            return
         if path.endswith("/messages") and getattr(self, "anthropic", None) is not None:
             await self.anthropic.handle(scope, proto, body)  # type: ignore[union-attr]
             return

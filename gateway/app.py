@@ -27,6 +27,7 @@ from gateway.reload import ConfigReloader
 from gateway.runtime import Runtime
 from gateway.surfaces import Surface
 from gateway.surfaces.chat import CHAT, COMPLETIONS, EMBEDDINGS
+from gateway.surfaces.messages import COUNT_TOKENS, MESSAGES
 from gateway.telemetry.drain import Telemetry
 
 log = logging.getLogger("gateway")
@@ -36,6 +37,8 @@ LLM_ROUTES: dict[str, Surface] = {
     "/v1/chat/completions": CHAT,
     "/v1/completions": COMPLETIONS,
     "/v1/embeddings": EMBEDDINGS,
+    "/v1/messages": MESSAGES,
+    "/v1/messages/count_tokens": COUNT_TOKENS,
 }
 GET_ROUTES = {"/v1/models", "/healthz", "/readyz", "/metrics"}
 
