@@ -77,8 +77,9 @@ def _plan(req: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None, str]:
     """Text pieces, the tool_use block (or None) and the stop reason of the answer."""
     if _wants_tool(req):
         tool = req["tools"][0]
+        forced = (req.get("tool_choice") or {}).get("type") in ("any", "tool")
         return (
-            ["Let me check ", "the weather."],
+            [] if forced else ["Let me check ", "the weather."],  # as the API: no text before a forced tool
             {"id": TOOL_ID, "name": tool.get("name", "tool")},
             "tool_use",
         )
@@ -91,7 +92,7 @@ def _plan(req: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None, str]:
 
 def _message(model: str, req: dict[str, Any]) -> bytes:
     pieces, tool, stop = _plan(req)
-    content: list[dict[str, Any]] = [{"type": "text", "text": "".join(pieces)}]
+    content: list[dict[str, Any]] = [{"type": "text", "text": "".join(pieces)}] if pieces else []
     if tool is not None:
         content.append({"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": TOOL_INPUT})
     out_tokens = len(pieces) + (5 if tool else 0)

@@ -219,8 +219,10 @@ class MockApp:
             status = _state["fail"]
             proto.response_bytes(status, JSON, _error(status, "mock: programmed failure"))
             return
-        if kind == "error":
-            proto.response_bytes(arg, JSON, _error(arg, f"mock: programmed {arg}"))
+        if kind == "error":  # with the request id header real providers send
+            proto.response_bytes(
+                arg, [*JSON, ("x-request-id", "req_mock")], _error(arg, f"mock: programmed {arg}")
+            )
             return
         delay = LATENCY_S + (arg / 1000 if kind == "slow" else 0)
         if delay:

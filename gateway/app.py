@@ -20,8 +20,10 @@ import signal
 from typing import Any
 
 from gateway.config import GatewayConfig, load_config
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
+from gateway.errors import MethodNotAllowed, NotFound, error_response
 from gateway.metrics import Metrics
+from gateway.models_api import PREFIX as MODELS_PREFIX
+from gateway.models_api import handle_models
 from gateway.proxy import handle_llm, respond_json
 from gateway.reload import ConfigReloader
 from gateway.runtime import Runtime
@@ -151,12 +153,7 @@ class GatewayApp:
                     proto, MethodNotAllowed(f"{method} is not allowed on {path}; use GET"), [("allow", "GET")]
                 )
             elif path == "/v1/models":
-                try:
-                    principal = rt.access.authenticate(scope.headers.get)
-                except GatewayError as exc:
-                    self._error(proto, exc, [])
-                    return
-                respond_json(proto, 200, rt.visible_models_body(principal))
+                handle_models(rt, scope, proto)
             elif path == "/metrics":
                 if self.metrics is None or not self.metrics.enabled:
                     self._error(
@@ -173,6 +170,9 @@ class GatewayApp:
                 respond_json(proto, 503, b'{"status":"draining"}')
             else:
                 respond_json(proto, 200, b'{"status":"ready"}')
+            return
+        if path.startswith(MODELS_PREFIX) and method in ("GET", "HEAD"):
+            handle_models(rt, scope, proto)
             return
         self._error(proto, NotFound(f"no route for {method} {path}", code="unknown_url"), [])
 

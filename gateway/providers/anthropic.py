@@ -359,6 +359,7 @@ def from_anthropic_response(resp: Mapping[str, Any], created: int | None = None)
     text: list[str] = []
     reasoning: list[str] = []
     tool_calls: list[dict[str, Any]] = []
+    answer: str | None = None
     stop = resp.get("stop_reason")
     for block in resp.get("content") or []:
         kind = block.get("type")
@@ -367,7 +368,7 @@ def from_anthropic_response(resp: Mapping[str, Any], created: int | None = None)
         elif kind == "thinking":
             reasoning.append(block.get("thinking", ""))
         elif kind == "tool_use" and block.get("name") == JSON_TOOL:
-            text.append(_encode(block.get("input", {})).decode())
+            answer = _encode(block.get("input", {})).decode()
             stop = "end_turn"
         elif kind == "tool_use":
             tool_calls.append(
@@ -382,6 +383,8 @@ def from_anthropic_response(resp: Mapping[str, Any], created: int | None = None)
             )
         # redacted_thinking is encrypted (nothing readable to carry); server tool blocks
         # cannot occur: a chat request never enables server tools.
+    if answer is not None:
+        text = [answer]  # the structured answer is the content (a forced tool has no preamble)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)

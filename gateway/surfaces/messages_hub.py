@@ -16,12 +16,14 @@ naming it, never dropped:
     max_tokens → max_completion_tokens; stop_sequences → stop; temperature, top_p;
     metadata.user_id → user; stream → stream + usage chunk;
     tools (custom) → function tools; tool_choice auto/any/tool/none, disable_parallel_tool_use;
-    thinking enabled (budget) / output_config.effort → reasoning_effort; adaptive → provider default;
+    thinking enabled (budget) / output_config.effort → reasoning_effort; adaptive, between_tools →
+    the provider's default (the model decides when to reason); speed standard;
     output_config.format (json_schema) → response_format; service_tier auto/standard_only;
     context_management: clear_thinking edits hold by construction (see thinking above)
 
 Refused: top_k, server tools, server-tool blocks, documents from URLs or files, other
-context_management edits, mcp_servers, container, and any field this module does not know.
+context_management edits, speed fast, mcp_servers, container, inference_geo, diagnostics,
+workspace_id, user_profile_id, and any field this module does not know.
 
 Responses come back as a ``message`` (thinking from ``reasoning_content``/``reasoning``, text,
 refusal, tool_use) and streams as the Messages event sequence
@@ -48,7 +50,7 @@ STOP_REASONS = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
-EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "xhigh"}
+EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
 # Ignored on purpose: hints whose effect OpenAI-type providers apply on their own.
 _IGNORED = frozenset({"cache_control"})
 _CUSTOM_TOOL_KEYS = frozenset({"name", "description", "input_schema", "type", "cache_control", "strict"})
@@ -300,7 +302,7 @@ def messages_to_hub(req: dict[str, Any]) -> dict[str, Any]:
             kind = value.get("type") if isinstance(value, dict) else None
             if kind == "enabled" and effort is None:
                 effort = _effort_of_budget(value.get("budget_tokens"))
-            elif kind not in ("enabled", "disabled", "adaptive"):
+            elif kind not in ("enabled", "disabled", "adaptive", "between_tools"):
                 raise InvalidRequest(f"'thinking.type' {kind!r} is not valid", param="thinking.type")
         elif key == "output_config":
             effort = _output_config(value, hub) or effort
@@ -310,6 +312,9 @@ def messages_to_hub(req: dict[str, Any]) -> dict[str, Any]:
             hub["service_tier"] = "auto" if value == "auto" else "default"
         elif key == "context_management":
             _context_management(value)
+        elif key == "speed":
+            if value != "standard":
+                raise _bad(f"'speed' {value!r} cannot be honoured by this model's provider", key)
         else:
             raise _bad(f"'{key}' cannot be sent to this model (its provider has no equivalent)", key)
     if "tool_choice" in hub and "tools" not in hub:

@@ -24,6 +24,23 @@ from tests.replay_upstream import FIXTURES, pieces, start_replay
 
 pytestmark = pytest.mark.timeout(120)
 
+
+_OPEN: list[Any] = []
+
+
+def opened(sdk_client: Any) -> Any:
+    """An SDK client closed after the test (unclosed sockets would warn, and warnings fail)."""
+    _OPEN.append(sdk_client)
+    return sdk_client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 SCENARIOS = ["text", "tools", "refusal", "n2", "midstream_error"]
 PROVIDERS = {"openai": "rp-oai", "anthropic": "rp-ant"}
 TEXT = "Bonjour! Café ☕ 日本語 🚀 done."
@@ -82,7 +99,7 @@ def gw(replay: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]
 
 def chat(gw: Proc, provider: str, scenario: str, stream: bool) -> dict[str, Any]:
     """What the openai SDK hands the caller, reduced to comparable values."""
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0)
+    client = opened(openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0))
     kw: dict[str, Any] = {
         "model": f"{PROVIDERS[provider]}/{scenario}",
         "messages": [{"role": "user", "content": "hi"}],
@@ -170,7 +187,7 @@ def test_openai_sdk_n2(gw: Proc, stream: bool) -> None:
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_openai_sdk_midstream_error(gw: Proc, provider: str) -> None:
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0)
+    client = opened(openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0))
     seen = []
     with pytest.raises(openai.APIError) as info:
         for chunk in client.chat.completions.create(
@@ -187,7 +204,7 @@ def test_openai_sdk_midstream_error(gw: Proc, provider: str) -> None:
 
 
 def messages(gw: Proc, provider: str, scenario: str, stream: bool) -> anthropic.types.Message:
-    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0)
+    client = opened(anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0))
     kw: dict[str, Any] = {
         "model": f"{PROVIDERS[provider]}/{scenario}", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}],
     }  # fmt: skip
@@ -230,7 +247,7 @@ def test_anthropic_sdk_on_messages(gw: Proc, provider: str, scenario: str, strea
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_anthropic_sdk_midstream_error(gw: Proc, provider: str) -> None:
-    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0)
+    client = opened(anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0))
     texts: list[str] = []
     with pytest.raises(anthropic.APIStatusError) as info:
         with client.messages.stream(
