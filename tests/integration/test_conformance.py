@@ -21,24 +21,9 @@ import pytest
 
 from tests.conftest import Proc, start_gateway
 from tests.replay_upstream import FIXTURES, pieces, start_replay
+from tests.sdk_clients import close_sdk_clients, opened  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
-
-
-_OPEN: list[Any] = []
-
-
-def opened(sdk_client: Any) -> Any:
-    """An SDK client closed after the test (unclosed sockets would warn, and warnings fail)."""
-    _OPEN.append(sdk_client)
-    return sdk_client
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _OPEN:
-        _OPEN.pop().close()
 
 
 SCENARIOS = ["text", "tools", "refusal", "n2", "midstream_error"]

@@ -21,24 +21,9 @@ import pytest
 
 from gateway.surfaces.messages import estimate_input_tokens
 from tests.conftest import Proc, provider, start_gateway
+from tests.sdk_clients import close_sdk_clients, opened  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
-
-
-_OPEN: list[Any] = []
-
-
-def opened(sdk_client: Any) -> Any:
-    """An SDK client closed after the test (unclosed sockets would warn, and warnings fail)."""
-    _OPEN.append(sdk_client)
-    return sdk_client
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _OPEN:
-        _OPEN.pop().close()
 
 
 KEY, OTHER = "sk-msg-0123456789", "sk-other-0123456789"
