@@ -138,26 +138,32 @@ def _parse(body: bytes, headers: Any, require_max_tokens: bool) -> MessagesReque
     return MessagesRequest(body, fields, model, stream, forward)
 
 
-def _usage(usage: Any) -> Usage | None:
-    if not isinstance(usage, dict):
+class _Usage(msgspec.Struct):
+    """Anthropic's token counts (a view: server tool counts and the like are ignored)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+def _usage(u: _Usage | None) -> Usage | None:
+    """The gateway's usage of Anthropic's counts: cached input is input the client sent."""
+    if u is None:
         return None
-    prompt = sum(
-        v for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-        if isinstance(v := usage.get(k), int)
-    )  # fmt: skip
-    out = usage.get("output_tokens")
-    completion = out if isinstance(out, int) else 0
+    prompt = (u.input_tokens or 0) + (u.cache_creation_input_tokens or 0) + (u.cache_read_input_tokens or 0)
+    completion = u.output_tokens or 0
     return Usage(prompt, completion, prompt + completion)
 
 
 class _MessageView(msgspec.Struct):
-    usage: dict[str, Any] | None = None
+    usage: _Usage | None = None
 
 
 class _EventView(msgspec.Struct):
     type: str = ""
     message: _MessageView | None = None
-    usage: dict[str, Any] | None = None
+    usage: _Usage | None = None
 
 
 _decode_message = msgspec.json.Decoder(_MessageView).decode
@@ -172,7 +178,7 @@ class MessagesRelay:
     event went by.
     """
 
-    __slots__ = ("_tail", "usage", "events", "keep_events", "done", "_raw_usage")
+    __slots__ = ("_tail", "usage", "events", "keep_events", "done", "_counts")
 
     def __init__(self, keep_events: bool = False) -> None:
         self._tail = b""
@@ -180,7 +186,7 @@ class MessagesRelay:
         self.keep_events = keep_events
         self.events: list[bytes] = []
         self.done = False
-        self._raw_usage: dict[str, Any] = {}
+        self._counts = _Usage()
 
     def feed(self, chunk: bytes) -> bytes:
         """The complete events in ``tail + chunk`` (possibly none), unchanged."""
@@ -195,7 +201,9 @@ class MessagesRelay:
         self._tail = data[end + 2 :]
         if b'"message_' in complete or b'"error"' in complete:
             for event in complete.split(b"\n\n"):
-                if b'"message_' in event or b'"error"' in event:
+                if b'"message_stop"' in event[:64]:  # the type comes first in Anthropic's events
+                    self.done = True
+                elif b'"message_' in event or b'"error"' in event:
                     self._read(event)
         if self.keep_events:
             self.events.append(complete)
@@ -211,17 +219,22 @@ class MessagesRelay:
             view = _decode_event(payload)
         except msgspec.DecodeError:
             return
-        if view.type == "message_start" and view.message is not None and view.message.usage:
-            self._raw_usage = dict(view.message.usage)
-        elif view.type == "message_delta" and view.usage:
+        kind = view.type
+        if kind == "message_start" and view.message is not None and view.message.usage is not None:
+            self._counts = view.message.usage
+        elif kind == "message_delta" and view.usage is not None:
             # Cumulative counts; input and cache counts appear here only sometimes.
-            self._raw_usage.update({k: v for k, v in view.usage.items() if v is not None})
-        elif view.type in ("message_stop", "error"):
+            counts, new = self._counts, view.usage
+            for field in _Usage.__struct_fields__:
+                if getattr(new, field) is None:
+                    setattr(new, field, getattr(counts, field))
+            self._counts = new
+        elif kind in ("message_stop", "error"):
             self.done = True
             return
         else:
             return
-        self.usage = _usage(self._raw_usage)
+        self.usage = _usage(self._counts)
 
 
 class MessagesSurface(Surface):

@@ -15,8 +15,45 @@ from gateway.surfaces.messages_hub import STOP_REASONS, message_id, messages_usa
 
 __all__ = ["HubToMessagesStream"]
 
-_decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
+
+
+# Typed views of a hub chunk: decoding into Structs skips every field the translation ignores.
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _Function | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+    reasoning: Any = None  # a string with some providers, an object with others
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_Choice] | None = None
+    usage: dict[str, Any] | None = None
+    error: Any = None
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+_TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
@@ -66,33 +103,34 @@ class HubToMessagesStream:
         return self.feed(tail + b"\n\n") if tail.strip() else b""
 
     def _event(self, raw: bytes, out: list[bytes]) -> None:
-        payload = b"\n".join(line[5:].lstrip() for line in raw.split(b"\n") if line.startswith(b"data:"))
+        if raw.startswith(b"data: ") and b"\n" not in raw:  # how every provider sends a chunk
+            payload = raw[6:]
+        else:
+            payload = b"\n".join(line[5:].lstrip() for line in raw.split(b"\n") if line.startswith(b"data:"))
         if not payload:
             return
         if payload == b"[DONE]":
             self._finish(out)
             return
         try:
-            ev = _decode(payload)
+            ev = _decode_chunk(payload)
         except msgspec.DecodeError:
-            return  # not JSON: nothing a client could use
-        if not isinstance(ev, dict):
-            return
-        if ev.get("error") is not None:
-            self._error(ev["error"], out)
+            return  # not a chunk: nothing a client could use
+        if ev.error is not None:
+            self._error(ev.error, out)
             return
         if not self._started:
-            self._start(ev.get("id"), ev.get("model"), out)
-        if ev.get("usage"):
-            self._usage = ev["usage"]
-        for choice in ev.get("choices") or ():
-            if choice.get("index", 0) != 0:
+            self._start(ev.id, ev.model, out)
+        if ev.usage:
+            self._usage = ev.usage
+        for choice in ev.choices or ():
+            if choice.index != 0:
                 continue  # a Messages request asks for one choice
-            self._delta(choice.get("delta") or {}, out)
-            finish = choice.get("finish_reason")
-            if finish:
+            if choice.delta is not None:
+                self._delta(choice.delta, out)
+            if choice.finish_reason:
                 if self._stop != "refusal":
-                    self._stop = STOP_REASONS.get(finish, "end_turn")
+                    self._stop = STOP_REASONS.get(choice.finish_reason, "end_turn")
                 self._close(out)
 
     def _start(self, hub_id: Any, model: Any, out: list[bytes]) -> None:
@@ -104,41 +142,46 @@ class HubToMessagesStream:
         }  # fmt: skip
         out.append(_event("message_start", {"message": message}))
 
-    def _delta(self, delta: dict[str, Any], out: list[bytes]) -> None:
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    def _delta(self, delta: _Delta, out: list[bytes]) -> None:
+        reasoning = delta.reasoning_content or delta.reasoning
         if isinstance(reasoning, str) and reasoning:
             self._ensure("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
-            out.append(self._delta_event({"type": "thinking_delta", "thinking": reasoning}))
-        for key in ("content", "refusal"):
-            text = delta.get(key)
-            if text:
-                if key == "refusal":
-                    self._stop = "refusal"
-                self._ensure("text", {"type": "text", "text": ""}, out)
-                out.append(self._delta_event({"type": "text_delta", "text": text}))
-        for call in delta.get("tool_calls") or ():
-            k = call.get("index", 0)
-            fn = call.get("function") or {}
+            out.append(self._text_delta(b'"thinking_delta","thinking":', reasoning))
+        if delta.content:
+            self._ensure("text", {"type": "text", "text": ""}, out)
+            out.append(self._text_delta(b'"text_delta","text":', delta.content))
+        if delta.refusal:
+            self._stop = "refusal"
+            self._ensure("text", {"type": "text", "text": ""}, out)
+            out.append(self._text_delta(b'"text_delta","text":', delta.refusal))
+        for call in delta.tool_calls or ():
+            k = call.index
+            fn = call.function or _Function()
             if k not in self._tools:
                 self._tools.add(k)
                 self._close(out)
                 self._index += 1
                 self._open, self._tool = "tool_use", k
-                block: dict[str, Any] = {
-                    "type": "tool_use",
-                    "id": call.get("id") or "",
-                    "name": fn.get("name") or "",
-                    "input": {},
-                }
+                block = {"type": "tool_use", "id": call.id or "", "name": fn.name or "", "input": {}}
                 out.append(_event("content_block_start", {"index": self._index, "content_block": block}))
             elif k != self._tool:
                 self._error(
                     {"type": "api_error", "message": "the provider interleaved tool call fragments"}, out
                 )
                 return
-            args = fn.get("arguments")
-            if args:
-                out.append(self._delta_event({"type": "input_json_delta", "partial_json": args}))
+            if fn.arguments:
+                out.append(self._text_delta(b'"input_json_delta","partial_json":', fn.arguments))
+
+    def _text_delta(self, kind_and_key: bytes, text: str) -> bytes:
+        # The hot event of a stream, built from bytes: one encode for the text.
+        return (
+            _TEXT_DELTA
+            + str(self._index).encode()
+            + b',"delta":{"type":'
+            + kind_and_key
+            + _encode(text)
+            + b"}}\n\n"
+        )
 
     def _ensure(self, kind: str, block: dict[str, Any], out: list[bytes]) -> None:
         if self._open == kind:
@@ -147,9 +190,6 @@ class HubToMessagesStream:
         self._index += 1
         self._open = kind
         out.append(_event("content_block_start", {"index": self._index, "content_block": block}))
-
-    def _delta_event(self, delta: dict[str, Any]) -> bytes:
-        return _event("content_block_delta", {"index": self._index, "delta": delta})
 
     def _close(self, out: list[bytes]) -> None:
         if self._open is not None:
