@@ -17,9 +17,14 @@ translators, chained surface → hub → provider, never N × M.
 A surface is a stateless singleton; per-request state lives in the request view it returns and
 in the stream stages it creates. Module map:
 
-    chat.py      /v1/chat/completions, /v1/completions, /v1/embeddings   (OpenAI)
-    messages.py  /v1/messages, /v1/messages/count_tokens                (Anthropic)
-    messages_hub.py  Messages ↔ hub translation
+    chat.py            /v1/chat/completions, /v1/completions, /v1/embeddings   (OpenAI)
+    messages.py        /v1/messages, /v1/messages/count_tokens                (Anthropic)
+    messages_hub.py    Messages ↔ hub requests and responses
+    messages_stream.py hub chunks → Messages events
+
+Adding a surface: subclass :class:`Surface` (``name``, ``operation``, ``api`` and the methods
+below), route its path to the instance in ``gateway.app.LLM_ROUTES``, and, for providers that
+serve its API natively, add the API's URL to their adapter's ``urls`` (``gateway.providers``).
 """
 
 from __future__ import annotations
