@@ -133,3 +133,5 @@ async def test_claude_code_session_through_the_gateway(
         await asyncio.sleep(0.1)
     assert all(_attrs(s)["gen_ai.provider.name"] == provider for s in clients)
     assert all(_attrs(s)["http.response.status_code"] == 200 for s in roots)
+    # usage read on the way (native: message_start/message_delta; translated: the hub's usage chunk)
+    assert all(_attrs(s)["gen_ai.usage.input_tokens"] >= 900 for s in roots)

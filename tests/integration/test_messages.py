@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -349,3 +350,36 @@ def test_models_retrieve_with_visibility(gw: Proc) -> None:
     info = client(gw).models.retrieve("coder")
     assert info.id == "coder" and info.type == "model"
     assert [m.id for m in client(gw, key=OTHER).models.list()] == ["oai/gpt-4o"]
+
+
+def test_metrics_count_messages_like_chat(gw: Proc) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def tokens() -> dict[tuple[str, str], float]:
+        text = httpx.get(gw.url + "/metrics").text
+        out: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name in ("llm_gateway_input_tokens_total", "llm_gateway_output_tokens_total"):
+                    key = (s.name.split("_")[2], s.labels.get("model_name", ""))
+                    out[key] = out.get(key, 0) + s.value
+        return out
+
+    models = ("ant/claude-x", "oai/gpt-4o")
+    before = tokens()
+    c = client(gw)
+    for model in models:
+        with c.messages.stream(model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}]) as s:
+            s.get_final_message()
+        c.messages.create(model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    expected = {
+        (kind, m): n for m in models for kind, n in (("input", 24), ("output", 16))
+    }  # the mock's 12/8, twice
+    deadline = time.monotonic() + 5
+    while True:  # metrics are flushed to the scrape at least once a second
+        now = tokens()
+        got = {key: now.get(key, 0) - before.get(key, 0) for key in expected}
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert got == expected
