@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.body import ParsedRequest
+from gateway.body import ParsedRequest, parse_request
 from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -42,9 +42,6 @@ from gateway.surfaces.messages_stream import HubToMessagesStream
 
 __all__ = ["COUNT_TOKENS", "MESSAGES", "MessagesRelay", "MessagesSurface", "estimate_input_tokens"]
 
-_decode_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
-_decode_str = msgspec.json.Decoder(str).decode
-_decode_bool = msgspec.json.Decoder(bool | None).decode
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
@@ -96,46 +93,18 @@ class MessagesRequest(ParsedRequest):
 
 
 def _parse(body: bytes, headers: Any, require_max_tokens: bool) -> MessagesRequest:
-    if not body or body.isspace():
-        raise InvalidRequest("request body is empty; expected a JSON object", code="empty_body")
-    try:
-        fields = _decode_fields(body)
-    except msgspec.ValidationError:
-        raise InvalidRequest("request body must be a JSON object", code="invalid_json") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    raw_model = fields.get("model")
-    if raw_model is None:
-        raise InvalidRequest("model: Field required", param="model", code="missing_required_parameter")
-    try:
-        model = _decode_str(raw_model)
-    except msgspec.ValidationError:
-        raise InvalidRequest("model: must be a string", param="model", code="invalid_type") from None
-    if not model:
-        raise InvalidRequest("model: must not be empty", param="model", code="invalid_value")
-    raw_messages = fields.get("messages")
-    if raw_messages is None:
-        raise InvalidRequest("messages: Field required", param="messages", code="missing_required_parameter")
-    if memoryview(raw_messages)[:1] != b"[":
-        raise InvalidRequest("messages: must be an array", param="messages", code="invalid_type")
-    raw_max = fields.get("max_tokens")
-    if require_max_tokens and raw_max is None:
+    # The envelope (JSON object, model, messages, stream) is checked as for every surface.
+    req = parse_request(body, "messages")
+    if require_max_tokens and "max_tokens" not in req.fields:
         raise InvalidRequest(
             "max_tokens: Field required", param="max_tokens", code="missing_required_parameter"
         )
-    stream = False
-    raw_stream = fields.get("stream")
-    if raw_stream is not None:
-        try:
-            stream = bool(_decode_bool(raw_stream))
-        except msgspec.ValidationError:
-            raise InvalidRequest("stream: must be a boolean", param="stream", code="invalid_type") from None
-        if stream and not require_max_tokens:
-            raise InvalidRequest(
-                "stream: not supported when counting tokens", param="stream", code="invalid_value"
-            )
+    if req.stream and not require_max_tokens:
+        raise InvalidRequest(
+            "stream: not supported when counting tokens", param="stream", code="invalid_value"
+        )
     forward = [(name, value) for name in FORWARDED_HEADERS if (value := headers.get(name))]
-    return MessagesRequest(body, fields, model, stream, forward)
+    return MessagesRequest(body, req.fields, req.model, req.stream, forward)
 
 
 class _Usage(msgspec.Struct):
