@@ -394,7 +394,11 @@ def _tool_input(arguments: Any, name: str) -> Any:
 
 
 def hub_to_message(body: bytes) -> bytes:
-    """A hub ``chat.completion`` body → a Messages ``message`` body."""
+    """A hub ``chat.completion`` body → a Messages ``message`` body.
+
+    Only the first choice exists (the request never asks for more). Message ``annotations``,
+    ``audio`` and ``logprobs`` cannot occur: the translated request never enables web search,
+    audio or log probabilities."""
     resp = _decode(body)
     choice = (resp.get("choices") or [{}])[0]
     msg = choice.get("message") or {}

@@ -45,13 +45,13 @@ def sha(key: str) -> str:
 def gw(mock: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     config = {
         "providers": [
-            provider("oai", mock.url, ["gpt-4o", "error-503", "error-429"]),
+            provider("oai", mock.url, ["gpt-4o", "error-503", "error-429", "cut-3"]),
             {
                 "name": "ant",
                 "type": "anthropic",
                 "base_url": mock.url,
                 "api_key": "sk-upstream-ant",
-                "models": ["claude-x", "error-503", "error-429"],
+                "models": ["claude-x", "error-503", "error-429", "cut-3"],
             },
         ],  # fmt: skip
         "virtual_models": [
@@ -383,3 +383,14 @@ def test_metrics_count_messages_like_chat(gw: Proc) -> None:
             break
         time.sleep(0.2)
     assert got == expected
+
+
+@pytest.mark.parametrize("model", ["ant/cut-3", "oai/cut-3"])
+def test_a_stream_cut_by_the_provider_ends_with_an_error_event(gw: Proc, model: str) -> None:
+    texts: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as info:
+        with client(gw).messages.stream(
+            model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        ) as s:
+            texts.extend(s.text_stream)
+    assert "ended the stream early" in str(info.value) and texts  # some text came first
