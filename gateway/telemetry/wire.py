@@ -116,7 +116,7 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     start_pc: int
     end_pc: int
     path: str
-    endpoint: str  # the kind of call: chat | completions | embeddings | responses
+    endpoint: str  # the kind of call: chat | completions | embeddings | responses | count_tokens
     status: int  # HTTP status sent to the client
     error_type: str  # "" on success
     error_message: str
