@@ -20,19 +20,27 @@ import signal
 from typing import Any
 
 from gateway.config import GatewayConfig, load_config
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
+from gateway.errors import MethodNotAllowed, NotFound, error_response
 from gateway.metrics import Metrics
+from gateway.models_api import PREFIX as MODELS_PREFIX
+from gateway.models_api import handle_models
 from gateway.proxy import handle_llm, respond_json
 from gateway.reload import ConfigReloader
 from gateway.runtime import Runtime
+from gateway.surfaces import Surface
+from gateway.surfaces.chat import CHAT, COMPLETIONS, EMBEDDINGS
+from gateway.surfaces.messages import COUNT_TOKENS, MESSAGES
 from gateway.telemetry.drain import Telemetry
 
 log = logging.getLogger("gateway")
 
-LLM_ROUTES = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
+# path → the surface (inbound API) that serves it
+LLM_ROUTES: dict[str, Surface] = {
+    "/v1/chat/completions": CHAT,
+    "/v1/completions": COMPLETIONS,
+    "/v1/embeddings": EMBEDDINGS,
+    "/v1/messages": MESSAGES,
+    "/v1/messages/count_tokens": COUNT_TOKENS,
 }
 GET_ROUTES = {"/v1/models", "/healthz", "/readyz", "/metrics"}
 
@@ -128,17 +136,16 @@ class GatewayApp:
         rt = self.runtime
         assert rt is not None, "__rsgi_init__ was not called"
         path, method = scope.path, scope.method
-        endpoint = LLM_ROUTES.get(path)
-        if endpoint is not None:
+        surface = LLM_ROUTES.get(path)
+        if surface is not None:
             if method == "POST":
                 assert self.telemetry is not None and self.metrics is not None
-                await handle_llm(rt, self.telemetry, self.metrics, scope, proto, endpoint)
+                await handle_llm(rt, self.telemetry, self.metrics, scope, proto, surface)
             else:
-                self._error(
-                    proto,
-                    MethodNotAllowed(f"{method} is not allowed on {path}; use POST"),
-                    [("allow", "POST")],
+                status, headers, body = surface.error_response(
+                    MethodNotAllowed(f"{method} is not allowed on {path}; use POST")
                 )
+                proto.response_bytes(status, [*headers, ("allow", "POST")], body)
             return
         if path in GET_ROUTES:
             if method not in ("GET", "HEAD"):
@@ -146,12 +153,7 @@ class GatewayApp:
                     proto, MethodNotAllowed(f"{method} is not allowed on {path}; use GET"), [("allow", "GET")]
                 )
             elif path == "/v1/models":
-                try:
-                    principal = rt.access.authenticate(scope.headers.get)
-                except GatewayError as exc:
-                    self._error(proto, exc, [])
-                    return
-                respond_json(proto, 200, rt.visible_models_body(principal))
+                handle_models(rt, scope, proto)
             elif path == "/metrics":
                 if self.metrics is None or not self.metrics.enabled:
                     self._error(
@@ -168,6 +170,9 @@ class GatewayApp:
                 respond_json(proto, 503, b'{"status":"draining"}')
             else:
                 respond_json(proto, 200, b'{"status":"ready"}')
+            return
+        if path.startswith(MODELS_PREFIX) and method in ("GET", "HEAD"):
+            handle_models(rt, scope, proto)
             return
         self._error(proto, NotFound(f"no route for {method} {path}", code="unknown_url"), [])
 

@@ -28,6 +28,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, bytes]] = {
     "chat": ("messages", b"["),
     "completions": ("prompt", b""),
     "embeddings": ("input", b""),
+    "messages": ("messages", b"["),  # Anthropic Messages (gateway.surfaces.messages)
 }
 
 

@@ -16,15 +16,12 @@ import msgspec
 from gateway.access import AccessControl, Principal
 from gateway.config import GatewayConfig, ProviderConfig
 from gateway.metrics import PriceTable
-from gateway.providers import anthropic
+from gateway.providers import ADAPTERS
 from gateway.routing import Router
 from gateway.telemetry.wire import TargetInfo
 from gateway.upstream import UpstreamClient, make_client
 
 log = logging.getLogger("gateway")
-
-# endpoint kind → path appended to the provider's base_url
-ENDPOINT_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 
 
 class ModelTarget:
@@ -35,8 +32,8 @@ class ModelTarget:
         "provider",
         "upstream_model",
         "client",
+        "adapter",
         "urls",
-        "messages_url",
         "headers",
         "server_address",
         "server_port",
@@ -48,16 +45,11 @@ class ModelTarget:
         self.provider = provider
         self.upstream_model = upstream_model
         self.client = client
-        base = provider.base_url.rstrip("/")
-        self.urls = {kind: base + path for kind, path in ENDPOINT_PATHS.items()}
-        self.messages_url = anthropic.messages_url(provider.base_url)
-        if provider.type == "anthropic":
-            headers = [*anthropic.request_headers(provider.api_key), *provider.headers.items()]
-        else:
-            headers = [("content-type", "application/json"), *provider.headers.items()]
-            if provider.api_key:
-                headers.append(("authorization", f"Bearer {provider.api_key}"))
-        self.headers: list[tuple[str, str]] = headers
+        # The provider type's adapter: the APIs it serves natively (API name → URL) and its
+        # hub translation (gateway.providers, gateway.surfaces).
+        self.adapter = ADAPTERS[provider.type]
+        self.urls = self.adapter.urls(provider.base_url)
+        self.headers: list[tuple[str, str]] = self.adapter.headers(provider.api_key, provider.headers)
         parts = urlsplit(provider.base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -104,6 +96,7 @@ class Runtime:
         self.prices = PriceTable.from_config(config.metrics.prices_file, config.metrics.prices)
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
         self.all_model_ids = [*self.models, *self.router.virtual_models()]
+        self._model_ids = frozenset(self.all_model_ids)
         self.models_body = self.render_models(self.all_model_ids)
         self._models_bodies: dict[frozenset[str], bytes] = {}
 
@@ -119,6 +112,10 @@ class Runtime:
             self.access.start_soon(loop, cluster.nats_url, cluster.subject_prefix)
         else:
             self.access.start_soon(loop)
+
+    def has_model(self, model_id: str) -> bool:
+        """Whether ``model_id`` is a concrete or virtual model of this config."""
+        return model_id in self._model_ids
 
     def visible_models_body(self, principal: Principal) -> bytes:
         """``GET /v1/models`` for one caller: only what the access rules let it use."""
