@@ -114,9 +114,16 @@ class ExporterCollector(Collector):
 
 
 def serve_metrics(subscriber: Any, pipeline: Any, host: str, port: int) -> CollectorRegistry:
-    """Serve ``/metrics`` on ``host:port`` from a background thread; returns the registry."""
+    """Serve ``/metrics`` on ``host:port`` from a background thread; returns the registry.
+
+    A port that cannot be bound is logged as an error and the exporter runs on without it:
+    spans matter more than their metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(subscriber, pipeline))
-    start_http_server(port, addr=host, registry=registry)
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        log.error("gateway-exporter: cannot serve Prometheus metrics on %s:%d: %s", host, port, exc)
+        return registry
     log.info("gateway-exporter: Prometheus metrics on http://%s:%d/metrics", host, port)
     return registry

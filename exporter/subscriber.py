@@ -105,6 +105,7 @@ class SpanSubscriber:
         self._capacity = asyncio.Event()
         self._in_flight: dict[int, Msg] = {}  # stream sequence -> message, until acked or nak'ed
         self._done: OrderedDict[int, frozenset[str]] = OrderedDict()
+        self._avg_size = 64 * 1024  # moving average of message sizes, for the pull size
         self.subscribed = asyncio.Event()
         # counters (monotonic) and gauges, read by exporter.prom
         self.batches = 0  # messages received and handed to the pipeline
@@ -179,7 +180,7 @@ class SpanSubscriber:
             return
         self.subscribed.set()
         log.info(
-            "exporter: pulling %s from stream %s (durable consumer %s) at %s",
+            "exporter: subscribed to %s: stream %s, durable consumer %s, at %s",
             self.subject,
             self.stream,
             self.durable,
@@ -198,8 +199,12 @@ class SpanSubscriber:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._capacity.wait(), 1.0)
                 continue
+            # Ask for no more messages than the byte budget has room for, at their average size,
+            # so the budget holds to about one message.
+            room = (c.max_in_flight_bytes - self.in_flight_bytes) // max(self._avg_size, 1)
+            want = max(1, min(c.fetch_batch, room, c.max_ack_pending - len(self._in_flight)))
             try:
-                msgs = await self._psub.fetch(batch=c.fetch_batch, timeout=1.0)
+                msgs = await self._psub.fetch(batch=want, timeout=1.0)
             except TimeoutError:
                 continue  # nothing to pull right now
             except (nats.errors.Error, OSError) as exc:
@@ -227,6 +232,7 @@ class SpanSubscriber:
             self.redelivered += 1
         skip = self._done.pop(seq, frozenset())
         size = len(data)
+        self._avg_size += (size - self._avg_size) // 8
         msg.data = b""  # the decoded batch holds what we need; the message is kept only to ack it
         self._in_flight[seq] = msg
         self.in_flight_bytes += size
@@ -313,17 +319,23 @@ class SpanSubscriber:
         (redelivered to another replica at once, nothing is lost) and drain the connection."""
         self._stopping = True
         deadline = time.monotonic() + timeout_s
+        nc = self._nc
         puller = self._tasks[:1]  # no new messages from here on
         for task in puller:
             task.cancel()
-        await asyncio.gather(*puller, return_exceptions=True)
+        if puller:
+            await asyncio.wait(puller, timeout=0.5)
+            if not puller[0].done():
+                # nats-py's first connect() may swallow the cancellation while it retries.
+                with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
+                    await asyncio.wait_for(nc.close(), 1.0)
         while self._in_flight and time.monotonic() < deadline - 0.5:
             await asyncio.sleep(0.05)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
         self._tasks.clear()
-        nc = self._nc
         if nc.is_closed:
             return
         if nc.is_connected:
@@ -336,7 +348,8 @@ class SpanSubscriber:
             if nc.is_connected:
                 await asyncio.wait_for(nc.drain(), max(deadline - time.monotonic(), 0.5))
             else:
-                await nc.close()
+                await asyncio.wait_for(nc.close(), 1.0)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             log.warning("exporter: draining the NATS connection failed: %r", exc)
-            await nc.close()
+            with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
+                await asyncio.wait_for(nc.close(), 1.0)

@@ -12,6 +12,7 @@ large on its own (:mod:`gateway.telemetry.truncate`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any, Protocol
@@ -260,17 +261,25 @@ class NatsSink:
         nc = self._nc
         if task is not None and not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # nats-py's first connect() may swallow the cancellation while it retries: closing
+            # the client ends its retry loop.
+            await asyncio.wait([task], timeout=0.5)
+            if not task.done():
+                with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
+                    await asyncio.wait_for(nc.close(), 1.0)
+                await asyncio.wait([task], timeout=1.0)
         if nc.is_closed:
             return
         try:
             if nc.is_connected:
                 await asyncio.wait_for(nc.drain(), max(timeout_s, 0.05))
             else:
-                await nc.close()
+                # Never connected: close() of a client still in its first connect can wait forever.
+                await asyncio.wait_for(nc.close(), 1.0)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             log.warning("telemetry: draining the NATS connection failed: %r", exc)
-            await nc.close()
+            with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
+                await asyncio.wait_for(nc.close(), 1.0)
 
 
 class SupportsSubmit(Protocol):
