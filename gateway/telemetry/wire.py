@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -202,6 +202,8 @@ _version_decoder = msgspec.msgpack.Decoder(tuple[int, msgspec.Raw, msgspec.Raw])
 
 # --- configuration shared by gateway and exporter ------------------------------------------------
 
+MIB = 1024 * 1024
+
 
 class StreamConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The JetStream stream holding span batches until an exporter has delivered them.
@@ -214,22 +216,22 @@ class StreamConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     """
 
     name: str = ""  # default: <SUBJECT_PREFIX>_SPANS (GATEWAY_SPANS), so two prefixes never share one
-    max_bytes: int = 1024**3  # 1 GiB of batches on the servers' disks
-    max_age_s: float = 86400.0
-    replicas: int = 1  # 3 on a 3-node cluster (the k8s base)
-    duplicate_window_s: float = 120.0  # a re-sent batch (same Nats-Msg-Id) is stored once
+    max_bytes: Annotated[int, msgspec.Meta(ge=MIB)] = 1024**3  # 1 GiB of batches on the servers' disks
+    max_age_s: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1  # 3 on a 3-node cluster (the k8s base)
+    duplicate_window_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0  # a re-sent batch (same Nats-Msg-Id) is stored once
 
 
 class ConsumerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The exporters' durable pull consumer, shared by every exporter replica."""
 
     durable: str = "exporters"
-    ack_wait_s: float = 60.0  # unacked this long (an exporter died): redelivered to another replica
-    max_ack_pending: int = 1024  # batches delivered and not yet acked, over all replicas
-    fetch_batch: int = 16  # messages asked for per pull request
-    max_in_flight_bytes: int = 128 * 1024 * 1024  # an exporter stops pulling beyond this
-    retry_backoff_s: float = 5.0  # first delay of a batch a backend failed to take (doubles)
-    retry_backoff_max_s: float = 300.0
+    ack_wait_s: Annotated[float, msgspec.Meta(ge=1)] = 60.0  # unacked this long (an exporter died): redelivered to another replica
+    max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] = 1024  # batches delivered and not yet acked, over all replicas
+    fetch_batch: Annotated[int, msgspec.Meta(ge=1)] = 16  # messages asked for per pull request
+    max_in_flight_bytes: Annotated[int, msgspec.Meta(ge=MIB)] = 128 * MIB  # an exporter stops pulling beyond this
+    retry_backoff_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0  # first delay of a batch a backend failed to take (doubles)
+    retry_backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
 
 
 class NatsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -239,7 +241,7 @@ class NatsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     subject_prefix: str = "gateway"
     stream: StreamConfig = StreamConfig()
     consumer: ConsumerConfig = ConsumerConfig()
-    publish_timeout_s: float = 5.0  # wait for the stream's ack of one batch
+    publish_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0  # wait for the stream's ack of one batch
 
     @property
     def spans_subject(self) -> str:
@@ -259,7 +261,7 @@ class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     ring_size: int = 65536  # finished traces held in memory before the drain task ships them
     # Bytes of trace data a worker holds (ring, plus the export queues in embedded mode); sized
     # for a 1 GiB pod. Beyond it new traces are dropped and counted (``ring_full``/``queue_full``).
-    max_buffer_bytes: int = 256 * 1024 * 1024
+    max_buffer_bytes: Annotated[int, msgspec.Meta(ge=MIB)] = 256 * MIB
     batch_max_spans: int = 512
     flush_interval_ms: int = 200
     nats: NatsConfig | None = None
