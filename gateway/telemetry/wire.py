@@ -219,18 +219,23 @@ class StreamConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     max_bytes: Annotated[int, msgspec.Meta(ge=MIB)] = 1024**3  # 1 GiB of batches on the servers' disks
     max_age_s: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
     replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1  # 3 on a 3-node cluster (the k8s base)
-    duplicate_window_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0  # a re-sent batch (same Nats-Msg-Id) is stored once
+    # A re-sent batch (same Nats-Msg-Id) within this window is stored once.
+    duplicate_window_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
 
 
 class ConsumerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The exporters' durable pull consumer, shared by every exporter replica."""
 
     durable: str = "exporters"
-    ack_wait_s: Annotated[float, msgspec.Meta(ge=1)] = 60.0  # unacked this long (an exporter died): redelivered to another replica
-    max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] = 1024  # batches delivered and not yet acked, over all replicas
+    # Unacked this long (the exporter holding it died): redelivered to another replica.
+    ack_wait_s: Annotated[float, msgspec.Meta(ge=1)] = 60.0
+    # Batches delivered and not yet acked, over all replicas.
+    max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] = 1024
     fetch_batch: Annotated[int, msgspec.Meta(ge=1)] = 16  # messages asked for per pull request
-    max_in_flight_bytes: Annotated[int, msgspec.Meta(ge=MIB)] = 128 * MIB  # an exporter stops pulling beyond this
-    retry_backoff_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0  # first delay of a batch a backend failed to take (doubles)
+    # An exporter stops pulling while it holds this many bytes of batches.
+    max_in_flight_bytes: Annotated[int, msgspec.Meta(ge=MIB)] = 128 * MIB
+    # Redelivery delay of a batch a backend failed to take, doubling per delivery up to the max.
+    retry_backoff_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     retry_backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
 
 
