@@ -100,6 +100,8 @@ class SpanSubscriber:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._psub: Any = None
+        self._js: Any = None
+        self._rebind = False  # set when the consumer vanished: create and bind it again
         self._bad_log = _RateLimitedLog()
         self._err_log = _RateLimitedLog()
         self._capacity = asyncio.Event()
@@ -164,18 +166,8 @@ class SpanSubscriber:
         except Exception as exc:  # background task: log once, the process keeps serving signals
             log.error("exporter: NATS connection task ended: %r", exc)
             return
-        js = self._nc.jetstream(timeout=5.0)
-        while not self._stopping:  # JetStream may not be ready yet (a cluster electing a leader)
-            try:
-                await ensure_stream(js, self._cfg)
-                await js.add_consumer(self.stream, self._consumer_config())  # create or update
-                self._psub = await js.pull_subscribe_bind(
-                    durable=self.durable, stream=self.stream, pending_msgs_limit=-1, pending_bytes_limit=-1
-                )
-                break
-            except (TimeoutError, nats.errors.Error, OSError) as exc:
-                self._err_log.warning("exporter: JetStream stream/consumer not available yet: %r", exc)
-                await asyncio.sleep(self._reconnect_wait)
+        self._js = self._nc.jetstream(timeout=5.0)
+        await self._bind()
         if self._stopping:
             return
         self.subscribed.set()
@@ -190,9 +182,33 @@ class SpanSubscriber:
         self._tasks.append(asyncio.create_task(self._watch_consumer(), name="exporter-jetstream-info"))
         await self._pull()
 
+    async def _bind(self) -> None:
+        """Create (or update) stream and consumer and bind the pull subscription; retries until
+        JetStream answers (a cluster may still be electing a leader)."""
+        js = self._js
+        while not self._stopping:
+            try:
+                await ensure_stream(js, self._cfg)
+                await js.add_consumer(self.stream, self._consumer_config())  # create or update
+                if self._psub is not None:
+                    with contextlib.suppress(nats.errors.Error, OSError):
+                        await self._psub.unsubscribe()
+                self._psub = await js.pull_subscribe_bind(
+                    durable=self.durable, stream=self.stream, pending_msgs_limit=-1, pending_bytes_limit=-1
+                )
+                return
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                self._err_log.warning("exporter: JetStream stream/consumer not available yet: %r", exc)
+                await asyncio.sleep(self._reconnect_wait)
+
     async def _pull(self) -> None:
         c = self._cfg.consumer
         while not self._stopping:
+            if self._rebind:
+                # The consumer (or the whole stream) is gone, e.g. NATS came back with an empty store.
+                self._rebind = False
+                await self._bind()
+                continue
             if self.in_flight_bytes >= c.max_in_flight_bytes or len(self._in_flight) >= c.max_ack_pending:
                 # Flow control: the backlog stays in the stream until the destinations catch up.
                 self._capacity.clear()
@@ -299,6 +315,9 @@ class SpanSubscriber:
             try:
                 info = await self._psub.consumer_info()
                 self.lag, self.ack_pending = info.num_pending, info.num_ack_pending
+            except nats.js.errors.NotFoundError:
+                self._err_log.warning("exporter: consumer %s not found; creating it again", self.durable)
+                self._rebind = True
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 self._err_log.warning("exporter: reading the consumer's state failed: %r", exc)
             await asyncio.sleep(self._info_interval)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -332,5 +333,29 @@ async def test_transient_failure_is_nacked_and_redelivered(nats_server: str) -> 
     flaky.retry = frozenset()
     await wait_until(lambda: sub.acked == 1, 10)
     assert sub.nacked >= 2 and sub.redelivered >= 2
+    await drainer.stop(2)
+    await sub.stop(2)
+
+
+async def test_stream_and_consumer_recreated_after_nats_loses_its_store(
+    nats_server_factory: type[NatsServer],
+) -> None:
+    server = nats_server_factory()
+    server.start()
+    cfg = NatsConfig(url=server.url)
+    rec = RecordingPipeline()
+    sub = SpanSubscriber(cfg, rec, reconnect_wait_s=0.2, info_interval_s=0.2)
+    await sub.start()
+    await asyncio.wait_for(sub.subscribed.wait(), 10)
+    ring, drainer, sink = _publish_some(cfg, 1)
+    await drainer.start()
+    await wait_until(lambda: len(rec.spans) == 4)
+    server.stop()
+    shutil.rmtree(server._dir + "/js")  # a new, empty NATS (e.g. its volume was replaced)
+    server.start()
+    for _ in range(2):
+        ring.push(chat_trace())
+    await wait_until(lambda: len(rec.spans) == 12, 30)
+    assert ring.counters.published == 12 and not ring.counters.dropped
     await drainer.stop(2)
     await sub.stop(2)
