@@ -316,6 +316,13 @@ class ExportPipeline:
                 left = lane.queue.get_nowait()
                 self._failed(lane, left, "shutdown")
                 self._finish(lane, left)
+            lost = lane.counters.spans_dropped.get("shutdown", 0)
+            if lost:
+                log.warning(
+                    "exporter %s: %d spans dropped at shutdown (deadline reached)",
+                    lane.destination.name,
+                    lost,
+                )
         for lane in self._lanes:
             try:
                 async with asyncio.timeout(max(0.1, deadline - time.monotonic())):

@@ -69,6 +69,8 @@ class Drainer:
         self.batches_sent = 0
         self.errors = 0
         self._error_log = RateLimitedLog(log)
+        self._full_log = RateLimitedLog(log)
+        self._full_seen = 0  # ring_full drops already reported
 
     async def start(self) -> None:
         """Start the sink (non-blocking for NATS) and the drain loop."""
@@ -92,10 +94,24 @@ class Drainer:
             except Exception as exc:  # never let one bad batch end telemetry for the process
                 self.errors += 1
                 self._error_log.warning("telemetry: drain iteration failed: %r", exc)
+            self._report_full()
             if self._retry_s and not self._stopping:
                 # The sink kept traces back: wait (stop interrupts) instead of spinning on them.
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop_event.wait(), self._retry_s)
+
+    def _report_full(self) -> None:
+        """Log (rate-limited) the spans a full ring dropped since the last line; the request path
+        only counts them, so it never formats a log line."""
+        total = self.ring.counters.dropped.get("ring_full", 0)
+        if total > self._full_seen:
+            self._full_log.warning(
+                "telemetry: ring full (%d bytes buffered); %d spans dropped since the last report, %d in all",
+                self.ring.pending_bytes,
+                total - self._full_seen,
+                total,
+            )
+            self._full_seen = total
 
     async def flush_once(self) -> int:
         """Ship one batch (if any spans are buffered); returns the number of spans delivered.

@@ -201,7 +201,7 @@ async def test_nats_restart_mid_run_loses_nothing(
 
 
 async def test_full_ring_drops_and_counts_during_an_outage(
-    nats_server_factory: type[NatsServer],
+    nats_server_factory: type[NatsServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     server = nats_server_factory()  # never started
     ring = TraceRing(1000, 4, max_bytes=64 * 1024)
@@ -213,6 +213,7 @@ async def test_full_ring_drops_and_counts_during_an_outage(
     assert 4 <= len(ring) <= 6
     assert ring.counters.dropped["ring_full"] == 4 * (40 - len(ring))
     assert ring.pending_bytes <= 64 * 1024
+    await wait_until(lambda: any("ring full" in r.getMessage() for r in caplog.records))  # logged too
     await drainer.stop(0.5)
     assert ring.counters.dropped["shutdown"] == ring.counters.recorded  # NATS never came
 

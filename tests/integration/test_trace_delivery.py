@@ -174,6 +174,7 @@ async def test_exporter_sigkilled_mid_stream_loses_no_trace(
         assert total(m, "llm_gateway_exporter_exported_spans_total", destination="r") <= len(otlp_receiver.spans())
         gw_metrics = scrape(gw.url + "/metrics")
         assert total(gw_metrics, "llm_gateway_spans_dropped_total") == 0
+        assert "HTTP Request:" not in exporter.output()  # no INFO line per export (httpx silenced)
     finally:
         exporter.stop()
         nats.close()
