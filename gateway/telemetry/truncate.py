@@ -118,16 +118,28 @@ def truncate_sse(data: bytes, limit: int) -> bytes:
     return b"".join(head) + f": truncated {cut} bytes\n\n".encode() + b"".join(tail)
 
 
+def _shares(sizes: dict[str, int], budget: int) -> dict[str, int]:
+    """Split ``budget`` fairly: bodies smaller than an equal share keep all of it (smallest
+    first), the large ones split what is left equally."""
+    share: dict[str, int] = {}
+    left, n = budget, len(sizes)
+    for key, size in sorted(sizes.items(), key=lambda kv: kv[1]):
+        fair = left // n
+        share[key] = min(size, fair)
+        left -= share[key]
+        n -= 1
+    return share
+
+
 def _with_limits(trace: TraceRecord, budget: int) -> TraceRecord:
-    """``trace`` with its bodies sharing ``budget`` bytes in proportion to their sizes."""
+    """``trace`` with its bodies sharing ``budget`` bytes (see :func:`_shares`)."""
     sizes = {
         "request_body": len(trace.request_body),
         "response_body": len(trace.response_body),
         "response_sse": len(trace.response_sse),
         "error_message": len(trace.error_message.encode()),
     }
-    total = sum(sizes.values()) or 1
-    share = {k: max(budget * v // total, 0) for k, v in sizes.items()}
+    share = _shares(sizes, budget)
     attempts = tuple(
         msgspec.structs.replace(a, error_message=truncate_text(a.error_message.encode(), 1024).decode())
         if len(a.error_message) > 1024
