@@ -22,6 +22,8 @@ llm_gateway_spans_recorded             counter
 llm_gateway_spans_published            counter
 llm_gateway_spans_dropped              counter    reason
 llm_gateway_nats_connected             gauge      (multiprocess: livemin)
+llm_gateway_traces_truncated           counter
+llm_gateway_telemetry_buffer_bytes     gauge      (multiprocess: livesum)
 =====================================  =========  =============================================
 
 "metadata…" is one ``llm_gateway_metadata_<key>`` label per key in ``metrics.metadata_label_keys``
