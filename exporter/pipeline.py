@@ -55,6 +55,10 @@ class DestinationCounters:
     spans_rejected: int = 0  # refused by the backend in a partial success
     retries: int = 0
     batches_redelivered: int = 0  # transient failures handed back for redelivery (not drops)
+    spans_redelivered: int = 0
+    # Spans handed to this destination. Once its queue is empty:
+    # spans_in = exported + dropped + sampled_out + rejected + redelivered.
+    spans_in: int = 0
     on_drop: Callable[[str, int], None] | None = None  # also told of every drop (embedded mode)
 
     def drop(self, reason: str, batches: int, spans: int) -> None:
@@ -219,6 +223,7 @@ class ExportPipeline:
             name = lane.destination.name
             if name in skip:
                 continue
+            lane.counters.spans_in += len(batch.spans)
             if not self._accepting:
                 self._failed(lane, ticket, "not_running")
                 continue
@@ -245,6 +250,7 @@ class ExportPipeline:
         if ticket.on_done is not None:
             ticket.retry.add(lane.destination.name)
             lane.counters.batches_redelivered += 1
+            lane.counters.spans_redelivered += len(ticket.batch.spans)
         else:
             lane.counters.drop(reason, 1, len(ticket.batch.spans))
 
@@ -284,10 +290,14 @@ class ExportPipeline:
             lane.in_flight = None
             if result.dropped and result.retryable and ticket.on_done is not None:
                 # Not a drop: the consumer naks the message and the stream redelivers it.
-                lane.counters.retries += result.retries
-                lane.counters.spans_exported += result.exported  # sent again on redelivery
+                c = lane.counters
+                c.retries += result.retries
+                c.spans_exported += result.exported  # sent again on redelivery
+                c.spans_sampled_out += result.sampled_out
+                c.spans_rejected += result.rejected
+                c.spans_redelivered += result.dropped
+                c.batches_redelivered += 1
                 ticket.retry.add(lane.destination.name)
-                lane.counters.batches_redelivered += 1
             else:
                 lane.counters.record(result)
             self._finish(lane, ticket)

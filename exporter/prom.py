@@ -2,18 +2,20 @@
 
 Read at scrape time from the counters the consumer and the pipeline keep anyway (plain ints,
 no per-batch cost), on prometheus_client's HTTP server thread. Spans are the unit everywhere,
-so ``received = exported + dropped + sampled_out + rejected`` holds per destination once the
-queues are empty (redelivered batches count as received again).
+so, per destination and once its queue is empty, ``in = exported + dropped + sampled_out +
+rejected + redelivered`` (a batch handed back for redelivery is counted again when it returns;
+``received`` counts every delivery from the stream, redeliveries included).
 
 | metric | type | labels |
 |---|---|---|
 | ``llm_gateway_exporter_received_spans_total`` / ``..._batches_total`` | counter | |
 | ``llm_gateway_exporter_undecodable_messages_total`` | counter | |
+| ``llm_gateway_exporter_destination_spans_total`` (in) | counter | destination |
 | ``llm_gateway_exporter_exported_spans_total`` | counter | destination |
 | ``llm_gateway_exporter_dropped_spans_total`` | counter | destination, reason |
 | ``llm_gateway_exporter_sampled_out_spans_total`` / ``..._rejected_spans_total`` | counter | destination |
 | ``llm_gateway_exporter_retries_total`` | counter | destination |
-| ``llm_gateway_exporter_redeliveries_total`` | counter | destination |
+| ``llm_gateway_exporter_redeliveries_total`` / ``..._redelivered_spans_total`` | counter | destination |
 | ``llm_gateway_exporter_acks_total`` | counter | result (ack, nak) |
 | ``llm_gateway_exporter_redelivered_messages_total`` | counter | |
 | ``llm_gateway_exporter_queue_bytes`` / ``..._queue_batches`` | gauge | destination |
@@ -67,6 +69,7 @@ class ExporterCollector(Collector):
         acks.add_metric(["nak"], sub.nacked)
         yield acks
         dest = ["destination"]
+        spans_in = CounterMetricFamily(P + "destination_spans", "Spans handed to a destination.", labels=dest)
         exported = CounterMetricFamily(P + "exported_spans", "Spans the backend accepted.", labels=dest)
         dropped = CounterMetricFamily(
             P + "dropped_spans", "Spans dropped for good, by reason.", labels=["destination", "reason"]
@@ -79,6 +82,11 @@ class ExporterCollector(Collector):
         redeliveries = CounterMetricFamily(
             P + "redeliveries", "Batches handed back for redelivery after a transient failure.", labels=dest
         )
+        redelivered = CounterMetricFamily(
+            P + "redelivered_spans",
+            "Spans handed back for redelivery after a transient failure.",
+            labels=dest,
+        )
         queue_bytes = GaugeMetricFamily(
             P + "queue_bytes", "Bytes of batches queued or in flight.", labels=dest
         )
@@ -86,6 +94,7 @@ class ExporterCollector(Collector):
         by_bytes = self.pipeline.queued_bytes_by_destination() if hasattr(self.pipeline, "counters") else {}
         queued = self.pipeline.queued() if hasattr(self.pipeline, "counters") else {}
         for name, c in getattr(self.pipeline, "counters", {}).items():
+            spans_in.add_metric([name], c.spans_in)
             exported.add_metric([name], c.spans_exported)
             for reason, spans in list(c.spans_dropped.items()):
                 dropped.add_metric([name, reason], spans)
@@ -93,9 +102,11 @@ class ExporterCollector(Collector):
             rejected.add_metric([name], c.spans_rejected)
             retries.add_metric([name], c.retries)
             redeliveries.add_metric([name], c.batches_redelivered)
+            redelivered.add_metric([name], c.spans_redelivered)
             queue_bytes.add_metric([name], by_bytes.get(name, 0))
             queue_batches.add_metric([name], queued.get(name, 0))
-        yield from (exported, dropped, sampled, rejected, retries, redeliveries, queue_bytes, queue_batches)
+        yield from (spans_in, exported, dropped, sampled, rejected, retries, redeliveries, redelivered)
+        yield from (queue_bytes, queue_batches)
         yield GaugeMetricFamily(
             P + "in_flight_bytes", "Bytes of messages not yet acked.", value=sub.in_flight_bytes
         )

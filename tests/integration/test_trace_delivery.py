@@ -154,16 +154,16 @@ async def test_exporter_sigkilled_mid_stream_loses_no_trace(
         deadline = time.monotonic() + 20
         while True:
             m = scrape(url)
-            received = total(m, "llm_gateway_exporter_received_spans_total")
-            settled = (
-                total(m, "llm_gateway_exporter_exported_spans_total", destination="r")
-                + total(m, "llm_gateway_exporter_dropped_spans_total", destination="r")
-                + total(m, "llm_gateway_exporter_sampled_out_spans_total", destination="r")
+            handed = total(m, "llm_gateway_exporter_destination_spans_total", destination="r")
+            settled = sum(
+                total(m, f"llm_gateway_exporter_{name}_spans_total", destination="r")
+                for name in ("exported", "dropped", "sampled_out", "rejected", "redelivered")
             )
-            if received and total(m, "llm_gateway_exporter_in_flight_messages") == 0 and received <= settled + 0:
+            if handed and total(m, "llm_gateway_exporter_in_flight_messages") == 0 and handed == settled:
                 break
             assert time.monotonic() < deadline, m
             await asyncio.sleep(0.5)
+        assert total(m, "llm_gateway_exporter_received_spans_total") == handed  # one destination, no skips
         assert total(m, "llm_gateway_exporter_dropped_spans_total") == 0
         assert total(m, "llm_gateway_exporter_nats_connected") == 1
         assert total(m, "llm_gateway_exporter_acks_total", result="ack") > 0
