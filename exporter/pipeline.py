@@ -180,6 +180,11 @@ class ExportPipeline:
         return {lane.destination.name: lane.bytes for lane in self._lanes}
 
     @property
+    def capacity_batches(self) -> int:
+        """Batches the smallest destination queue holds: a consumer should not hold more."""
+        return min((lane.queue.maxsize for lane in self._lanes), default=DEFAULT_QUEUE_SIZE)
+
+    @property
     def lane_max_bytes(self) -> int:
         """What one destination's queue may hold: an equal share of ``max_queue_bytes``."""
         return self.max_queue_bytes // max(len(self._lanes), 1)

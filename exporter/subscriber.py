@@ -203,13 +203,16 @@ class SpanSubscriber:
 
     async def _pull(self) -> None:
         c = self._cfg.consumer
+        # Never hold more batches than the smallest destination queue takes: the rest would be
+        # refused (queue full) and nak'ed, churning through redeliveries.
+        max_msgs = min(c.max_ack_pending, getattr(self._pipeline, "capacity_batches", c.max_ack_pending))
         while not self._stopping:
             if self._rebind:
                 # The consumer (or the whole stream) is gone, e.g. NATS came back with an empty store.
                 self._rebind = False
                 await self._bind()
                 continue
-            if self.in_flight_bytes >= c.max_in_flight_bytes or len(self._in_flight) >= c.max_ack_pending:
+            if self.in_flight_bytes >= c.max_in_flight_bytes or len(self._in_flight) >= max_msgs:
                 # Flow control: the backlog stays in the stream until the destinations catch up.
                 self._capacity.clear()
                 with contextlib.suppress(TimeoutError):
@@ -218,7 +221,7 @@ class SpanSubscriber:
             # Ask for no more messages than the byte budget has room for, at their average size,
             # so the budget holds to about one message.
             room = (c.max_in_flight_bytes - self.in_flight_bytes) // max(self._avg_size, 1)
-            want = max(1, min(c.fetch_batch, room, c.max_ack_pending - len(self._in_flight)))
+            want = max(1, min(c.fetch_batch, room, max_msgs - len(self._in_flight)))
             try:
                 msgs = await self._psub.fetch(batch=want, timeout=1.0)
             except TimeoutError:
