@@ -297,3 +297,37 @@ async def test_stalled_backend_with_huge_prompts_embedded(
     assert dropped > 0 and delivered + dropped / 4 >= len(sent)
     assert delivered > 0
     assert rss1 - rss0 < 3 * 32 * MIB + 64 * MIB  # bounded by the budget, not by the 90 MiB sent
+
+
+async def test_exporter_scaled_down_under_a_stalled_backend_loses_no_trace(
+    tmp_path: Path,
+    gateway_factory: Callable[..., Proc],
+    mock: Proc,
+    otlp_receiver: OtlpReceiver,  # noqa: F811
+) -> None:
+    nats = NatsServer()
+    nats.start()
+    config = base_config(mock, nats, otlp_receiver, "scale")
+    config["exporter"]["prometheus_port"] = 0
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    exporters = [start_exporter(config, tmp_path / "a"), start_exporter(config, tmp_path / "b")]
+    try:
+        gw = gateway_factory(config)
+        async with httpx.AsyncClient(timeout=30) as client:
+            sent = await send(client, gw, 50)
+            assert not await wait_delivered(otlp_receiver, sent, 30)
+            otlp_receiver.fail("http", Fault(hang=True), times=1000)  # both replicas hold batches
+            sent += await send(client, gw, 200)
+            await asyncio.sleep(1.0)
+            assert exporters[0].stop() == 0  # SIGTERM: a scale-down, with batches in flight
+            otlp_receiver.release()
+            sent += await send(client, gw, 50)
+            missing = await wait_delivered(otlp_receiver, sent, 90)
+        print(f"\nexporter scaled down (SIGTERM) mid-stream: delivered {len(sent) - len(missing)} / {len(sent)} traces")
+        assert not missing, f"{len(missing)} of {len(sent)} traces lost"
+        assert "nak" in exporters[0].output()  # its last line reports what it handed back
+    finally:
+        for e in exporters:
+            e.stop()
+        nats.close()
