@@ -102,7 +102,14 @@ class TraceRing:
     def push(self, trace: TraceRecord) -> None:
         """Buffer one finished trace; drop and count it if the ring is full. Never awaits."""
         n = trace.span_count
-        size = record_bytes(trace)
+        # record_bytes(trace), inlined: this runs once per request
+        size = (
+            RECORD_OVERHEAD_BYTES
+            + len(trace.request_body)
+            + len(trace.response_body)
+            + len(trace.response_sse)
+            + len(trace.error_message)
+        )
         if len(self._traces) >= self._capacity or self._bytes + size > self._max_bytes:
             self.counters.dropped["ring_full"] += n
             return
