@@ -102,6 +102,7 @@ class SpanSubscriber:
         self._psub: Any = None
         self._js: Any = None
         self._rebind = False  # set when the consumer vanished: create and bind it again
+        self._replies: set[asyncio.Future[Any]] = set()  # acks/naks being sent
         self._bad_log = _RateLimitedLog()
         self._err_log = _RateLimitedLog()
         self._capacity = asyncio.Event()
@@ -296,9 +297,11 @@ class SpanSubscriber:
         # Acks are small publishes nats-py buffers (also across a reconnect); not awaited inline
         # because the pipeline calls back from its worker tasks.
         task = asyncio.ensure_future(coro)
+        self._replies.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._reply_done)
 
     def _reply_done(self, task: asyncio.Future[Any]) -> None:
+        self._replies.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # A lost ack means a redelivery (a duplicate at worst), never a loss.
             self._err_log.warning("exporter: acknowledging a message failed: %r", task.exception())
