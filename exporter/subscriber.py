@@ -108,7 +108,9 @@ class SpanSubscriber:
         self._capacity = asyncio.Event()
         self._in_flight: dict[int, Msg] = {}  # stream sequence -> message, until acked or nak'ed
         self._done: OrderedDict[int, frozenset[str]] = OrderedDict()
-        self._avg_size = 64 * 1024  # moving average of message sizes, for the pull size
+        # Moving average of message sizes, for the pull size; starts at NATS's default max_payload
+        # so the first pulls cannot overshoot the byte budget before sizes are known.
+        self._avg_size = 1024 * 1024
         self.subscribed = asyncio.Event()
         # counters (monotonic) and gauges, read by exporter.prom
         self.batches = 0  # messages received and handed to the pipeline
