@@ -10,7 +10,6 @@ the assertions are on behaviour only.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import procs
 from tests.conftest import Proc, free_port, provider, start_exporter
 from tests.nats_fixtures import NatsServer
 from tests.otlp_fixtures import otlp_receiver  # noqa: F401
@@ -33,26 +33,7 @@ MIB = 1024 * 1024
 
 def tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and all its descendants (granian forks its workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo.extend(children.get(p, []))
-        try:
-            with open(f"/proc/{p}/statm", encoding="ascii") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            pass
-    return total
+    return int(procs.tree_rss(pid)["total_mb"] * MIB)
 
 
 def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
