@@ -241,12 +241,14 @@ def degrade(config: dict[str, Any], optional: list[str], path: Path) -> tuple[di
 
 
 def start_nats(ctx: RunContext) -> Proc:
-    """A real nats-server on the load CPU, on a free port, no persistence."""
+    """A real nats-server on the load CPU, on a free port, with JetStream (spans travel on a
+    stream) stored under the run's work directory."""
     port = free_port()
     binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    store = ctx.work_dir / "nats-js"
     proc = start(
         "nats",
-        [*ctx.pinning.prefix("load"), binary, "-a", "127.0.0.1", "-p", str(port)],
+        [*ctx.pinning.prefix("load"), binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
         ctx.work_dir,
         port=port,
     )

@@ -2,9 +2,12 @@
 
 Reads the gateway's YAML file but only its ``tracing:`` and ``exporter:`` sections (the
 exporter imports nothing from the gateway but the wire module), substitutes ``${ENV}`` /
-``${ENV:-default}`` in string values, and requires ``tracing.nats``. Shutdown on SIGTERM or
-SIGINT, in order: drain the subscription (buffered messages reach the pipeline), then let the
-pipeline flush its destination queues, all within ``--shutdown-timeout`` seconds.
+``${ENV:-default}`` in string values, and requires ``tracing.nats``. Pulls span batches from
+the JetStream stream through the shared durable consumer (:mod:`exporter.subscriber`) and
+serves its own Prometheus metrics on ``--prometheus-port`` (:mod:`exporter.prom`). Shutdown on
+SIGTERM or SIGINT, in order: stop pulling and let the batches in flight finish (what does not
+finish is nak'ed, so another replica takes it at once), then let the pipeline flush its
+destination queues, all within ``--shutdown-timeout`` seconds.
 
 Exit codes: 0 after a clean shutdown, 2 for a configuration problem.
 """
@@ -102,7 +105,10 @@ def _destination_names(exporter_cfg: ExporterConfig, pipeline: Any) -> list[str]
 
 
 async def run(
-    settings: ExporterSettings, shutdown_timeout_s: float, stop: asyncio.Event | None = None
+    settings: ExporterSettings,
+    shutdown_timeout_s: float,
+    stop: asyncio.Event | None = None,
+    prometheus_port: int | None = None,
 ) -> None:
     """Run pipeline and subscriber until ``stop`` is set (by SIGTERM/SIGINT when ``None``)."""
     from exporter.pipeline import ExportPipeline  # the OTLP side, imported only when running
@@ -113,7 +119,13 @@ async def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    pipeline: Any = ExportPipeline(settings.exporter, settings.tracing)
+    nats_cfg = settings.tracing.nats
+    assert nats_cfg is not None
+    # The queues may hold what the consumer has in flight, and a little more.
+    queue_bytes = max(settings.tracing.max_buffer_bytes, nats_cfg.consumer.max_in_flight_bytes * 2)
+    pipeline: Any = ExportPipeline(
+        settings.exporter, settings.tracing, max_queue_bytes=queue_bytes, trim_memory=True
+    )
     if settings.exporter.metrics:
         from exporter.metrics_export import MetricsExporter, SpanFanout
 
@@ -122,9 +134,16 @@ async def run(
             MetricsExporter(settings.exporter.metrics, metadata_label_keys=settings.metadata_label_keys),
         )
     await pipeline.start()
-    subscriber = SpanSubscriber(settings.tracing.nats, pipeline, name=f"gateway-exporter {os.getpid()}")
-    await subscriber.start()
     names = _destination_names(settings.exporter, pipeline)
+    subscriber = SpanSubscriber(
+        nats_cfg, pipeline, name=f"gateway-exporter {os.getpid()}", destinations=names
+    )
+    port = settings.exporter.prometheus_port if prometheus_port is None else prometheus_port
+    if port:
+        from exporter.prom import serve_metrics
+
+        serve_metrics(subscriber, pipeline, settings.exporter.prometheus_host, port)
+    await subscriber.start()
     log.info(
         "gateway-exporter: consuming %s from %s; destinations: %s",
         subscriber.subject,
@@ -137,10 +156,12 @@ async def run(
     await subscriber.stop(max(deadline - time.monotonic(), 0.1) / 2)
     await pipeline.stop(max(deadline - time.monotonic(), 0.1))
     log.info(
-        "gateway-exporter: stopped; received %d batches (%d spans), %d undecodable",
+        "gateway-exporter: stopped; received %d batches (%d spans), %d undecodable, %d acked, %d nak'ed",
         subscriber.batches,
         subscriber.spans,
         subscriber.bad_messages,
+        subscriber.acked,
+        subscriber.nacked,
     )
     if genai.COUNTERS:  # inputs the GenAI mapping could not read (sent as generic parts or left out)
         log.info("gateway-exporter: GenAI content degraded: %s", dict(genai.COUNTERS))
@@ -163,10 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--log-level", default=os.environ.get("EXPORTER_LOG_LEVEL", "INFO"), help="env EXPORTER_LOG_LEVEL"
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    env_port = os.environ.get("EXPORTER_PROMETHEUS_PORT")
+    parser.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=int(env_port) if env_port else None,
+        help="port of the exporter's own /metrics, 0 for none (env EXPORTER_PROMETHEUS_PORT; "
+        "default exporter.prometheus_port, 9464)",
     )
+    args = parser.parse_args(argv)
+    level = args.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # httpx logs each export request at INFO; ours are at DEBUG (exporter.destinations).
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if not args.config:
         print("gateway-exporter: --config FILE (or GATEWAY_CONFIG) is required", file=sys.stderr)
         return 2
@@ -177,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvloop
 
-    uvloop.run(run(settings, args.shutdown_timeout))
+    uvloop.run(run(settings, args.shutdown_timeout, prometheus_port=args.prometheus_port))
     return 0
 
 

@@ -73,6 +73,9 @@ class ExporterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
 
     traces: list[Destination] = []
     metrics: list[MetricsDestination] = []
+    # gateway-exporter's own Prometheus /metrics (received, exported, dropped, lag); 0: off
+    prometheus_port: int = 9464
+    prometheus_host: str = "0.0.0.0"  # noqa: S104 - a pod's metrics port is scraped from outside
 
 
 def _is_url(value: str) -> bool:
@@ -125,6 +128,8 @@ def check_exporter(cfg: Any) -> Iterator[str]:
     seen: set[str] = set()
     for i, d in enumerate(exp.traces):
         yield from _check_destination(d, f"exporter.traces[{i}]", seen)
+    if not 0 <= exp.prometheus_port <= 65535:
+        yield "exporter.prometheus_port: must be within [0, 65535]"
     seen_metrics: set[str] = set()
     for i, m in enumerate(exp.metrics):
         at = f"exporter.metrics[{i}]"

@@ -66,6 +66,9 @@ class ExportResult(msgspec.Struct, frozen=True, kw_only=True):
     rejected: int = 0  # spans the backend refused in a partial success
     retries: int = 0
     attributes_truncated: int = 0  # values cut to max_attribute_chars (dropped when nothing fitted)
+    # The drop was transient (timeout, connection, 429/5xx after the retries the deadline allowed):
+    # the same batch may succeed later. The JetStream consumer redelivers it instead of dropping.
+    retryable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -186,6 +189,7 @@ class OtlpDestination:
             return ExportResult(dropped=len(batch.spans), reason="encode_error")
         exported = dropped = rejected = retries = 0
         reason: str | None = None
+        retryable = False
         if oversize:
             dropped, reason = oversize, "too_large"
             self._logs.warning(
@@ -209,6 +213,7 @@ class OtlpDestination:
             else:
                 dropped += request.spans
                 reason = reason or outcome.reason
+                retryable = retryable or outcome.retryable
                 self._logs.warning(
                     f"{self.name}:drop",
                     "exporter %s: dropped %d spans after %d retries: %s %s",
@@ -218,6 +223,8 @@ class OtlpDestination:
                     outcome.reason,
                     outcome.detail,
                 )
+        if not dropped:
+            log.debug("exporter %s: exported %d spans (%d retries)", self.name, exported, retries)
         return ExportResult(
             exported=exported,
             dropped=dropped,
@@ -226,6 +233,7 @@ class OtlpDestination:
             rejected=rejected,
             retries=retries,
             attributes_truncated=truncated,
+            retryable=retryable and not oversize,
         )
 
     def _limit(self, batch: SpanBatch, limit: int) -> tuple[SpanBatch, int]:
@@ -247,11 +255,16 @@ class OtlpDestination:
             if pause > 0:
                 if time.monotonic() + pause >= deadline:
                     detail = f"backend asked for {pause:.1f}s of quiet"
-                    return _Attempt(ok=False, reason="backoff", detail=detail), attempt
+                    return _Attempt(ok=False, retryable=True, reason="backoff", detail=detail), attempt
                 await asyncio.sleep(pause)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return _Attempt(ok=False, reason="timeout", detail="no time left for the request"), attempt
+                return (
+                    _Attempt(
+                        ok=False, retryable=True, reason="timeout", detail="no time left for the request"
+                    ),
+                    attempt,
+                )
             try:
                 async with asyncio.timeout(remaining):
                     outcome = await self._send(body, remaining)
@@ -286,6 +299,11 @@ class HttpDestination(OtlpDestination):
 
     def __init__(self, cfg: Destination, **kwargs: Any) -> None:
         super().__init__(cfg, **kwargs)
+        # httpx logs every request at INFO ("HTTP Request: POST ... 200"), several lines a second
+        # for an exporter; our own DEBUG line says the same. An explicitly set level is kept.
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.level == logging.NOTSET:
+            httpx_log.setLevel(logging.WARNING)
         if self._json:
             self.content_type = "application/json"
         headers = {"user-agent": _USER_AGENT, **cfg.headers}

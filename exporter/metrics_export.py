@@ -259,7 +259,12 @@ class MetricsExporter:
             self.observe_errors += 1
             self.logs.warning("metrics:observe", "metrics exporter: cannot aggregate a batch: %r", exc)
 
-    submit = observe  # the ``SupportsSubmit`` shape of ExportPipeline, for the NATS subscriber
+    def submit(self, batch: SpanBatch, *, on_done: Any = None, skip: Any = (), **_: Any) -> None:
+        """The ``ExportPipeline.submit`` shape, for the JetStream consumer: observe, then done."""
+        if not skip:
+            self.observe(batch)
+        if on_done is not None:
+            on_done(frozenset())
 
     def resource(self, cfg: MetricsDestination) -> dict[str, Any]:
         """The resource of one destination's requests."""
@@ -357,12 +362,14 @@ class SpanFanout:
         await self.pipeline.start()
         await self.metrics.start()
 
-    def submit(self, batch: SpanBatch) -> None:
-        """Hand one batch to both; never awaits."""
+    def submit(self, batch: SpanBatch, **kwargs: Any) -> None:
+        """Hand one batch to both; never awaits. ``kwargs`` go to ``ExportPipeline.submit``;
+        a redelivered batch some destinations already have (``skip``) was observed already."""
         try:
-            self.pipeline.submit(batch)
+            self.pipeline.submit(batch, **kwargs)
         finally:
-            self.metrics.observe(batch)
+            if not kwargs.get("skip"):
+                self.metrics.observe(batch)
 
     async def stop(self, timeout_s: float) -> None:
         """Flush traces, then export metrics a last time, sharing ``timeout_s``."""

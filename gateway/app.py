@@ -76,6 +76,7 @@ class GatewayApp:
         metrics.add_flush_hook(
             lambda: metrics.update_from_telemetry(tel.counters, tel.connected if nats_mode else None)
         )
+        metrics.add_flush_hook(lambda: metrics.update_buffer_bytes(tel.ring.pending_bytes))
         loop.create_task(self.metrics.start())
         self.reloader = ConfigReloader(config, self.swap_runtime, path, config.reload.poll_interval_s)
         cluster = config.cluster

@@ -31,7 +31,7 @@ def free_port() -> int:
 class NatsServer:
     """One nats-server process; ``stop``/``start`` keep the same port, so clients reconnect."""
 
-    def __init__(self, *, max_payload: int | None = None, jetstream: bool = False) -> None:
+    def __init__(self, *, max_payload: int | None = None, jetstream: bool = True) -> None:
         self.port = free_port()
         self.max_payload = max_payload
         self.jetstream = jetstream

@@ -135,6 +135,13 @@ class OtlpReceiver:
         for q in self._faults.values():
             q.clear()
 
+    def release(self) -> None:
+        """Accept everything from now on and answer the requests hanging now (503, retryable),
+        as a stalled backend that recovers."""
+        self.clear_faults()
+        self._release.set()
+        self._release = asyncio.Event()
+
     @property
     def http_base(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"

@@ -100,11 +100,13 @@ def _validate(doc: Doc, where: str) -> None:
 
 
 def _check_custom_resource(doc: Doc, where: str) -> None:
-    assert doc.get("kind") == "ServiceMonitor", f"{where}: unexpected custom resource {doc.get('kind')}"
+    kind = doc.get("kind")
+    assert kind in ("ServiceMonitor", "PodMonitor"), f"{where}: unexpected custom resource {kind}"
     assert doc["apiVersion"] == "monitoring.coreos.com/v1", where
-    assert set(doc["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}, where
+    endpoints_key = "endpoints" if kind == "ServiceMonitor" else "podMetricsEndpoints"
+    assert set(doc["spec"]) <= {"selector", endpoints_key, "namespaceSelector", "jobLabel"}, where
     assert doc["spec"]["selector"]["matchLabels"], where
-    for endpoint in doc["spec"]["endpoints"]:
+    for endpoint in doc["spec"][endpoints_key]:
         assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}, where
         assert endpoint["path"] == "/metrics", where
 
@@ -454,3 +456,16 @@ def test_servicemonitor_matches_the_service() -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     port_names = {p["name"] for p in service["spec"]["ports"]}
     assert all(e["port"] in port_names for e in monitor["spec"]["endpoints"])
+
+
+def test_exporter_podmonitor_matches_the_exporter_pods() -> None:
+    monitor = _docs((K8S / "examples" / "exporter-podmonitor.yaml").read_text())[0]
+    deployment = _docs((K8S / "base" / "exporter-deployment.yaml").read_text())[0]
+    template = deployment["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+    assert all(e["port"] in ports for e in monitor["spec"]["podMetricsEndpoints"])
+    config = yaml.safe_load((K8S / "base" / "config" / "gateway.yaml").read_text())
+    assert ports["metrics"] == config["exporter"].get("prometheus_port", 9464)
+    nats = config["tracing"]["nats"]
+    assert nats["stream"]["replicas"] == 3  # one copy per node of the 3-node JetStream cluster

@@ -22,6 +22,8 @@ llm_gateway_spans_recorded             counter
 llm_gateway_spans_published            counter
 llm_gateway_spans_dropped              counter    reason
 llm_gateway_nats_connected             gauge      (multiprocess: livemin)
+llm_gateway_traces_truncated           counter
+llm_gateway_telemetry_buffer_bytes     gauge      (multiprocess: livesum)
 =====================================  =========  =============================================
 
 "metadata…" is one ``llm_gateway_metadata_<key>`` label per key in ``metrics.metadata_label_keys``
@@ -246,6 +248,17 @@ class Metrics:
             "llm_gateway_spans_published", "Spans handed to NATS or the embedded exporter.", registry=registry
         )
         self.spans_dropped = counter("llm_gateway_spans_dropped", "Spans dropped, by reason.", ("reason",))
+        self.traces_truncated = Counter(
+            "llm_gateway_traces_truncated",
+            "Traces over the NATS message limit, sent with their bodies cut (kept, not dropped).",
+            registry=registry,
+        )
+        self.telemetry_buffer_bytes = Gauge(
+            "llm_gateway_telemetry_buffer_bytes",
+            "Bytes of traces waiting in the telemetry ring.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.nats_connected = Gauge(
             "llm_gateway_nats_connected",
             "1 when every worker's span publisher is connected to NATS (0 if any is not).",
@@ -367,6 +380,11 @@ class Metrics:
     def update_from_telemetry(self, counters: Any, nats_connected: bool | None) -> None:
         """:meth:`update_pipeline` from a ``TelemetryCounters`` (``recorded``, ``published``, ``dropped``)."""
         self.update_pipeline(counters.recorded, counters.published, dict(counters.dropped), nats_connected)
+        self._add_delta("truncated", getattr(counters, "truncated", 0), self.traces_truncated)
+
+    def update_buffer_bytes(self, pending_bytes: int) -> None:
+        """The telemetry ring's bytes waiting now (a gauge)."""
+        self.telemetry_buffer_bytes.set(pending_bytes)
 
     def _add_delta(self, name: str, total: int, metric: Any) -> None:
         last = self._pipeline_last.get(name, 0)

@@ -1,9 +1,11 @@
 """The drain task: moves trace batches from the ring to a sink, off the request path.
 
 It wakes when the ring crosses its batch threshold or every ``flush_interval_ms``, takes whole
-traces worth up to ``batch_max_spans`` spans, wraps them in a :class:`wire.TraceBatch` with this
-worker's :class:`wire.Resource`, and hands the batch to the sink (NATS, or the embedded
-exporter).
+traces worth up to ``batch_max_spans`` spans (and about one NATS message of bytes), wraps them
+in a :class:`wire.TraceBatch` with this worker's :class:`wire.Resource`, and hands the batch to
+the sink (JetStream, or the embedded exporter). Traces the sink could not deliver go back to the
+front of the ring, and the drainer waits (``RETRY_S``, doubling up to ``RETRY_MAX_S``) before
+trying again: during a NATS outage traces wait in the ring, and only a full ring drops them.
 Shutdown order (:meth:`Drainer.stop`): stop waiting, ship everything left in the ring within
 the deadline, then let the sink drain (NATS ``drain`` flushes the socket).
 
@@ -25,9 +27,12 @@ from gateway.telemetry.ring import TelemetryCounters, TraceRing
 from gateway.telemetry.sinks import EmbeddedSink, NatsSink, RateLimitedLog, Sink, SupportsSubmit
 from gateway.telemetry.wire import SCHEMA_VERSION, Resource, TraceBatch, TraceRecord, TracingConfig
 
-__all__ = ["Drainer", "Telemetry", "make_resource"]
+__all__ = ["RETRY_MAX_S", "RETRY_S", "Drainer", "Telemetry", "make_resource"]
 
 log = logging.getLogger("gateway.telemetry")
+
+RETRY_S = 0.25  # first wait after the sink kept traces back (NATS down, stream full)
+RETRY_MAX_S = 5.0
 
 
 def make_resource(service_name: str, attributes: dict[str, Any] | None = None) -> Resource:
@@ -59,9 +64,13 @@ class Drainer:
         self._interval = flush_interval_ms / 1000.0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stop_event = asyncio.Event()
+        self._retry_s = 0.0  # current wait after an undelivered batch; 0 while delivering
         self.batches_sent = 0
         self.errors = 0
         self._error_log = RateLimitedLog(log)
+        self._full_log = RateLimitedLog(log)
+        self._full_seen = 0  # ring_full drops already reported
 
     async def start(self) -> None:
         """Start the sink (non-blocking for NATS) and the drain loop."""
@@ -85,21 +94,52 @@ class Drainer:
             except Exception as exc:  # never let one bad batch end telemetry for the process
                 self.errors += 1
                 self._error_log.warning("telemetry: drain iteration failed: %r", exc)
+            self._report_full()
+            if self._retry_s and not self._stopping:
+                # The sink kept traces back: wait (stop interrupts) instead of spinning on them.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), self._retry_s)
+
+    def _report_full(self) -> None:
+        """Log (rate-limited) the spans a full ring dropped since the last line; the request path
+        only counts them, so it never formats a log line."""
+        total = self.ring.counters.dropped.get("ring_full", 0)
+        if total > self._full_seen:
+            self._full_log.warning(
+                "telemetry: ring full (%d bytes buffered); %d spans dropped since the last report, %d in all",
+                self.ring.pending_bytes,
+                total - self._full_seen,
+                total,
+            )
+            self._full_seen = total
 
     async def flush_once(self) -> int:
-        """Ship one batch (if any spans are buffered); returns the number of spans taken."""
-        traces = self.ring.pop_batch(self._batch_max)
+        """Ship one batch (if any spans are buffered); returns the number of spans delivered.
+
+        Traces the sink did not finish with go back to the front of the ring."""
+        traces = self.ring.pop_batch(self._batch_max, self.sink.max_batch_bytes)
         if not traces:
             return 0
         batch = TraceBatch(SCHEMA_VERSION, self.resource, traces)
-        await self.sink.send(batch)
-        self.batches_sent += 1
-        return batch.span_count
+        try:
+            done = await self.sink.send(batch)
+        except BaseException:
+            self.ring.unpop(traces)  # cancelled or broken mid-send: keep them
+            raise
+        if done < len(traces):
+            self.ring.unpop(traces[done:])
+            self._retry_s = min(max(self._retry_s * 2, RETRY_S), RETRY_MAX_S)
+        else:
+            self._retry_s = 0.0
+        if done:
+            self.batches_sent += 1
+        return sum(t.span_count for t in traces[:done])
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Final flush of the ring, then drain the sink; bounded by ``timeout_s`` overall."""
         deadline = time.monotonic() + timeout_s
         self._stopping = True
+        self._stop_event.set()
         self.ring.wakeup.set()
         if self._task is not None:
             # The loop notices _stopping at its next wake-up; waiting is bounded by one send.
@@ -109,14 +149,15 @@ class Drainer:
         try:
             while self.ring.pending_spans and time.monotonic() < deadline:
                 remaining = deadline - time.monotonic()
-                await asyncio.wait_for(self.flush_once(), max(remaining, 0.01))
+                if not await asyncio.wait_for(self.flush_once(), max(remaining, 0.01)):
+                    break  # the sink keeps refusing (NATS down): no use spinning until the deadline
         except TimeoutError:
             pass
         left = self.ring.pending_spans
         if left:
             self.ring.counters.drop("shutdown", left)
-            self.ring.pop_batch(left)
-            log.warning("telemetry: shutdown deadline reached; %d spans dropped", left)
+            self.ring.pop_batch(left, 1 << 62)
+            log.warning("telemetry: shutdown deadline reached or NATS unavailable; %d spans dropped", left)
         await self.sink.stop(max(deadline - time.monotonic(), 0.05))
 
 
@@ -149,7 +190,10 @@ class Telemetry:
         ``tracing.nats`` set: publish to NATS. Otherwise the embedded exporter: ``pipeline`` if
         given (tests), else ``exporter.pipeline.ExportPipeline(exporter_cfg, tracing)``.
         """
-        ring = TraceRing(tracing.ring_size, tracing.batch_max_spans)
+        embedded = tracing.nats is None
+        # Embedded mode shares the byte budget between the ring and the export queues.
+        ring_bytes = tracing.max_buffer_bytes // 4 if embedded else tracing.max_buffer_bytes
+        ring = TraceRing(tracing.ring_size, tracing.batch_max_spans, max_bytes=ring_bytes)
         if not tracing.enabled:
             return cls(ring, None, enabled=False)
         resource = make_resource(tracing.service_name, resource_attributes)
@@ -165,7 +209,15 @@ class Telemetry:
                 from exporter.pipeline import ExportPipeline
 
                 exporter_cfg = exporter_cfg or ExporterConfig()
-                pipeline = ExportPipeline(exporter_cfg, tracing)
+                pipeline = ExportPipeline(
+                    exporter_cfg,
+                    tracing,
+                    max_queue_bytes=tracing.max_buffer_bytes - ring_bytes,
+                    trim_memory=True,
+                )
+                counters = ring.counters
+                # Drops by the in-process destinations show in this worker's spans_dropped too.
+                pipeline.on_drop(lambda reason, spans: counters.drop(f"export_{reason}", spans))
                 if exporter_cfg.metrics:
                     from exporter.metrics_export import MetricsExporter, SpanFanout
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -205,16 +205,61 @@ _version_decoder = msgspec.msgpack.Decoder(tuple[int, msgspec.Raw, msgspec.Raw])
 
 # --- configuration shared by gateway and exporter ------------------------------------------------
 
+MIB = 1024 * 1024
+
+
+class StreamConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The JetStream stream holding span batches until an exporter has delivered them.
+
+    Created (or updated to these limits) by every gateway and exporter when it connects. Work-queue
+    retention: a batch leaves the stream when an exporter acks it, so the limits are headroom for
+    a backlog (an exporter outage, a slow backend), not a replay window. When ``max_bytes`` is
+    reached the stream refuses new batches (discard ``new``): gateways keep them in their ring
+    and count what a full ring drops. A batch older than ``max_age_s`` is removed by the server.
+    """
+
+    name: str = ""  # default: <SUBJECT_PREFIX>_SPANS (GATEWAY_SPANS), so two prefixes never share one
+    max_bytes: Annotated[int, msgspec.Meta(ge=MIB)] = 1024**3  # 1 GiB of batches on the servers' disks
+    max_age_s: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1  # 3 on a 3-node cluster (the k8s base)
+    # A re-sent batch (same Nats-Msg-Id) within this window is stored once.
+    duplicate_window_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+
+
+class ConsumerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The exporters' durable pull consumer, shared by every exporter replica."""
+
+    durable: str = "exporters"
+    # Unacked this long (the exporter holding it died): redelivered to another replica.
+    ack_wait_s: Annotated[float, msgspec.Meta(ge=1)] = 60.0
+    # Batches delivered and not yet acked, over all replicas.
+    max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    fetch_batch: Annotated[int, msgspec.Meta(ge=1)] = 16  # messages asked for per pull request
+    # An exporter stops pulling while it holds this many bytes of batches (as received; decoded,
+    # enriched and encoded they take about three times as much: measured 4 MiB -> +12 MiB RSS).
+    max_in_flight_bytes: Annotated[int, msgspec.Meta(ge=MIB)] = 64 * MIB
+    # Redelivery delay of a batch a backend failed to take, doubling per delivery up to the max.
+    retry_backoff_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    retry_backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+
 
 class NatsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Where span batches travel; absent means the embedded (in-process) exporter."""
 
     url: str = "nats://127.0.0.1:4222"
     subject_prefix: str = "gateway"
+    stream: StreamConfig = StreamConfig()
+    consumer: ConsumerConfig = ConsumerConfig()
+    publish_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0  # wait for the stream's ack of one batch
 
     @property
     def spans_subject(self) -> str:
         return f"{self.subject_prefix}.spans"
+
+    @property
+    def stream_name(self) -> str:
+        """``stream.name``, or one derived from the subject prefix (JetStream allows no dots)."""
+        return self.stream.name or re.sub(r"[^A-Za-z0-9_-]", "_", self.subject_prefix).upper() + "_SPANS"
 
 
 class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -223,6 +268,9 @@ class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     enabled: bool = True
     service_name: str = "tfy-llm-gateway"
     ring_size: int = 65536  # finished traces held in memory before the drain task ships them
+    # Bytes of trace data a worker holds (ring, plus the export queues in embedded mode); sized
+    # for a 1 GiB pod. Beyond it new traces are dropped and counted (``ring_full``/``queue_full``).
+    max_buffer_bytes: Annotated[int, msgspec.Meta(ge=MIB)] = 256 * MIB
     batch_max_spans: int = 512
     flush_interval_ms: int = 200
     nats: NatsConfig | None = None

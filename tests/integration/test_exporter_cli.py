@@ -6,6 +6,7 @@ import asyncio
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -62,14 +63,16 @@ async def test_run_consumes_and_stops(nats_server: str, monkeypatch: pytest.Monk
     class FakePipeline:
         destinations = ["signoz"]
 
-        def __init__(self, exporter_cfg: object, tracing_cfg: object) -> None:
+        def __init__(self, exporter_cfg: object, tracing_cfg: object, **kwargs: object) -> None:
             events.append("init")
 
         async def start(self) -> None:
             events.append("start")
 
-        def submit(self, batch: SpanBatch) -> None:
+        def submit(self, batch: SpanBatch, *, on_done: Any = None, **kwargs: object) -> None:
             got.append(batch)
+            if on_done is not None:
+                on_done(frozenset())
 
         async def stop(self, timeout_s: float) -> None:
             events.append("stop")
@@ -81,7 +84,7 @@ async def test_run_consumes_and_stops(nats_server: str, monkeypatch: pytest.Monk
 
     settings = cli.parse_settings(CONFIG, env={"NATS_URL": nats_server})
     stop = asyncio.Event()
-    task = asyncio.create_task(cli.run(settings, 3.0, stop))
+    task = asyncio.create_task(cli.run(settings, 3.0, stop, prometheus_port=0))
     nc = NatsClient()
     await nc.connect(servers=[nats_server])
     record = chat_record()

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import os
 
+import msgspec
 import pytest
 
 from gateway.telemetry.drain import Drainer, Telemetry, make_resource
 from gateway.telemetry.ring import TraceRing
-from gateway.telemetry.sinks import EmbeddedSink, RateLimitedLog, encode_parts
+from gateway.telemetry.sinks import EmbeddedSink, RateLimitedLog, plan_messages
 from gateway.telemetry.wire import SCHEMA_VERSION, SpanBatch, TraceBatch, TracingConfig, decode_batch
 from tests.records import chat_record
 
@@ -24,7 +25,7 @@ class Recorder:
     async def start(self) -> None:
         self.events.append("start")
 
-    def submit(self, batch: SpanBatch) -> None:
+    def submit(self, batch: SpanBatch, *, size: int = 0) -> None:
         if self.fail:
             raise RuntimeError("boom")
         self.batches.append(batch)
@@ -81,11 +82,13 @@ async def test_stop_deadline_drops_and_counts() -> None:
 
     class HangingSink:
         connected = True
+        max_batch_bytes = 1 << 20
 
         async def start(self) -> None: ...
 
-        async def send(self, batch: TraceBatch) -> None:
+        async def send(self, batch: TraceBatch) -> int:
             await asyncio.sleep(10)
+            return len(batch.traces)
 
         async def stop(self, timeout_s: float) -> None: ...
 
@@ -100,15 +103,22 @@ async def test_stop_deadline_drops_and_counts() -> None:
     assert ring.counters.dropped["shutdown"] >= 4 and ring.pending_spans == 0
 
 
-def test_encode_parts_splits_and_counts_oversize() -> None:
+def test_plan_messages_splits_in_order_and_truncates_what_cannot_fit() -> None:
     resource = make_resource("s")
     traces = [trace(b"z" * 300) for _ in range(20)]
-    parts, lost = encode_parts(TraceBatch(SCHEMA_VERSION, resource, traces), 2048)
-    assert lost == 0 and len(parts) > 3 and all(len(p) <= 2048 for p in parts)
-    assert [t.trace_id for p in parts for t in decode_batch(p).traces] == [t.trace_id for t in traces]
-    traces[3] = trace(b"z" * 5000)  # alone over the limit: its 4 spans cannot be sent
-    parts, lost = encode_parts(TraceBatch(SCHEMA_VERSION, resource, traces), 2048)
-    assert lost == 4 and sum(len(decode_batch(p).traces) for p in parts) == 19
+    items, groups, truncated = plan_messages(TraceBatch(SCHEMA_VERSION, resource, traces), 2048)
+    assert truncated == 0 and len(items) > 3
+    assert all(isinstance(p, bytes) and len(p) <= 2048 for p in items)
+    assert [t.trace_id for p in items for t in decode_batch(p).traces] == [t.trace_id for t in traces]  # type: ignore[arg-type]
+    assert [t for g in groups for t in g] == traces
+    traces[3] = trace(b'{"model":"m","messages":[{"role":"user","content":"' + b"z" * 5000 + b'"}]}')
+    items, groups, truncated = plan_messages(TraceBatch(SCHEMA_VERSION, resource, traces), 2048)
+    # alone over the limit: kept, with its prompt cut, still valid JSON
+    assert truncated == 1 and all(isinstance(p, bytes) and len(p) <= 2048 for p in items)
+    got = [t for p in items for t in decode_batch(p).traces]  # type: ignore[arg-type]
+    assert [t.trace_id for t in got] == [t.trace_id for t in traces]
+    assert got[3].span_count == 4 and b"truncated" in got[3].request_body
+    assert msgspec.json.decode(got[3].request_body)["model"] == "m"
 
 
 def test_rate_limited_log(caplog: pytest.LogCaptureFixture) -> None:

@@ -69,3 +69,22 @@ async def test_threshold_wakes_a_waiter() -> None:
 def test_rejects_nonsense_sizes() -> None:
     with pytest.raises(ValueError):
         TraceRing(0, 5)
+
+
+def test_bounded_in_bytes_and_unpop_keeps_order() -> None:
+    from gateway.telemetry.ring import RECORD_OVERHEAD_BYTES, record_bytes
+
+    big = chat_record(b"x" * 10_000)
+    size = record_bytes(big)
+    assert size == RECORD_OVERHEAD_BYTES + 10_000 + len(big.response_body)
+    ring = TraceRing(capacity=1000, batch_max_spans=100, max_bytes=3 * size + 10)
+    traces = [chat_record(b"x" * 10_000) for _ in range(5)]
+    for t in traces:
+        ring.push(t)
+    assert len(ring) == 3 and ring.counters.dropped["ring_full"] == 8
+    assert ring.pending_bytes == 3 * size
+    taken = ring.pop_batch(100, max_bytes=2 * size)  # the byte limit stops it after two
+    assert taken == traces[:2] and ring.pending_bytes == size
+    ring.unpop(taken)  # not delivered: back in front, in order, even past the bounds
+    assert ring.pop_batch(100, max_bytes=10 * size) == traces[:3]
+    assert ring.pending_bytes == 0 and ring.pending_spans == 0
