@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from time import perf_counter_ns, time_ns
 from typing import Any
 
@@ -183,11 +184,13 @@ async def _call_with_fallbacks(
     endpoint: str,
     out: Outcome,
     keep_events: bool,
+    prepare: Callable[[ModelTarget], tuple[ParsedRequest, str]] | None = None,
 ) -> tuple[Attempt, PlanEntry]:
     """Walk the plan: retry a target per its ``retry_config``, then fall back to the next one.
 
     Every attempt is recorded (a CLIENT span for the trace) and forwards a ``traceparent``
-    naming it."""
+    naming it. ``prepare`` gives a surface's request and endpoint for a target (native or
+    translated through the chat hub) when it depends on the target."""
     router = rt.router
     step = plan.first()
     while True:
@@ -196,6 +199,8 @@ async def _call_with_fallbacks(
         span_id = new_span_id()
         started = perf_counter_ns()
         try:
+            if prepare is not None:
+                req, endpoint = prepare(target)
             attempt = await run_attempt(
                 target,
                 entry,

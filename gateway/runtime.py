@@ -24,7 +24,12 @@ from gateway.upstream import UpstreamClient, make_client
 log = logging.getLogger("gateway")
 
 # endpoint kind → path appended to the provider's base_url
-ENDPOINT_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+ENDPOINT_PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "responses": "/responses",
+}
 
 
 class ModelTarget:
@@ -41,6 +46,7 @@ class ModelTarget:
         "server_address",
         "server_port",
         "trace_info",
+        "responses_native",
     )
 
     def __init__(self, provider: ProviderConfig, upstream_model: str, client: UpstreamClient) -> None:
@@ -61,6 +67,13 @@ class ModelTarget:
         parts = urlsplit(provider.base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
+        # Whether /v1/responses is passed through (the provider speaks Responses) or translated
+        # through the chat hub: api.openai.com natively unless the config says otherwise.
+        self.responses_native = provider.type == "openai" and (
+            provider.responses == "native"
+            if provider.responses is not None
+            else self.server_address == "api.openai.com"
+        )
         # What a trace record says about an attempt at this target (the exporter builds the
         # CLIENT span's attributes from it).
         self.trace_info = TargetInfo(

@@ -1,0 +1,411 @@
+"""``/v1/responses``: create (JSON or a stream), retrieve, delete, list input items.
+
+Create is sequenced like every model request (read → decode → authenticate → load the
+previous response → resolve → call with retries and fallbacks → respond → store → record),
+reusing :mod:`gateway.proxy`'s steps; each attempt picks its body per target
+(:meth:`ResponsesRequest.native` or the chat hub, :meth:`ResponsesRequest.hub`). A stored
+response is written before the client sees its last event, so a client that chains at once on
+another replica finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from time import perf_counter_ns
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+from granian.rsgi import ProtocolClosed, ProtocolError
+
+from gateway.attempt import Attempt
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    error_response,
+)
+from gateway.metrics import Metrics
+from gateway.proxy import (
+    SSE_HEADERS,
+    Outcome,
+    _call_with_fallbacks,
+    _record_metrics,
+    _record_trace,
+    read_body,
+)
+from gateway.responses.request import ResponsesRequest
+from gateway.responses.store import ResponseStore, StoredResponse
+from gateway.responses.stream import ChatToResponses, NativeWatch, sse
+from gateway.responses.translate import chat_to_response, decode, encode, new_id
+from gateway.runtime import ModelTarget, Runtime
+from gateway.sse import Usage
+from gateway.telemetry.drain import Telemetry
+from gateway.telemetry.wire import PHASE_AUTH, PHASE_RESOLUTION
+
+log = logging.getLogger("gateway.responses")
+
+PREFIX = "/v1/responses"
+JSON = [("content-type", "application/json")]
+
+
+async def handle_create(
+    rt: Runtime, tel: Telemetry, metrics: Metrics, store: ResponseStore, scope: Any, proto: Any
+) -> None:
+    """``POST /v1/responses``."""
+    metrics.inflight_inc()
+    out = Outcome.start(scope.headers.get("traceparent"))
+    request_id = out.trace_id.hex()
+    req: ResponsesRequest | None = None
+    try:
+        body = await read_body(scope, proto, rt.max_body_bytes)
+        req = ResponsesRequest.parse(body)
+
+        out.auth_start_pc = perf_counter_ns()
+        try:
+            decision = out.decision = rt.access.check(scope.headers.get, req.model)
+        except GatewayError:
+            out.failed_phase = PHASE_AUTH
+            raise
+        finally:
+            out.auth_end_pc = perf_counter_ns()
+        subject = decision.principal.subject
+
+        if req.previous_id is not None:  # the one extra call in the request path (cached)
+            prev = await store.get(req.previous_id, subject)
+            if prev is None:
+                raise InvalidRequest(
+                    f"Previous response with id '{req.previous_id}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            req.history = chain_items(prev)
+            req.conversation_id = prev.conversation_id
+        if req.mcp_tools:
+            raise InvalidRequest(
+                "tools of type 'mcp' are not available on this gateway",
+                param="tools",
+                code="unsupported_tool",
+            )
+
+        plan = out.plan = rt.router.plan(req.model)
+        out.resolved_pc = perf_counter_ns()
+        if plan is None:
+            out.failed_phase = PHASE_RESOLUTION
+            raise ModelNotFound(
+                f"model '{req.model}' does not exist or is not served by this gateway", param="model"
+            )
+        drop = frozenset(rt.config.responses.drop_builtin_tools)
+        request = req
+
+        def prepare(target: ModelTarget) -> tuple[Any, str]:
+            if target.responses_native:
+                return request.native(), "responses"
+            return request.hub(drop), "chat"
+
+        attempt, entry = await _call_with_fallbacks(
+            rt, metrics, plan, req.view(), "responses", out, tel.enabled, prepare
+        )
+        assert out.target is not None
+        native = out.target.responses_native
+        headers = [
+            ("x-request-id", request_id),
+            ("x-tfy-resolved-model", entry.target),
+            *decision.response_headers,
+        ]
+        if req.dropped_tools and not native:
+            headers.append(("x-tfy-dropped-tools", ",".join(dict.fromkeys(req.dropped_tools))))
+        out.first_pc = attempt.first_pc
+        resp_id = new_id("resp")
+        if attempt.resp is None:
+            if native:
+                data = attempt.body
+                response = _object(data)
+                if req.previous_id is not None and response is not None:
+                    # the gateway expanded the chain: say which response this one continues
+                    response["previous_response_id"] = req.previous_id
+                    data = encode(response)
+            else:
+                response = chat_to_response(attempt.body, req.body, resp_id)
+                data = encode(response)
+            out.body_out = data
+            out.usage = _usage(response)
+            await _keep(store, req, response, subject)
+            proto.response_bytes(200, [*JSON, *headers], data)
+            return
+        out.stream_start_pc = perf_counter_ns()
+        out.events = []
+        conv: _Native | _Translated = _Native() if native else _Translated(req.body, resp_id)
+        try:
+            await _relay(proto, attempt, headers, conv, store, req, subject)
+        finally:
+            out.stream_end_pc = perf_counter_ns()
+            out.usage = _usage(conv.response)
+            if conv.response is not None:
+                out.body_out = encode(conv.response)
+    except GatewayError as exc:
+        out.status, out.error = exc.status, exc
+        status, err_headers, err_body = error_response(exc)
+        proto.response_bytes(status, [*err_headers, ("x-request-id", request_id)], err_body)
+    except Exception:
+        log.exception("unhandled error in request %s", request_id)
+        internal = GatewayError("internal error")
+        out.status, out.error = 500, internal
+        status, err_headers, err_body = error_response(internal)
+        proto.response_bytes(status, [*err_headers, ("x-request-id", request_id)], err_body)
+    finally:
+        metrics.inflight_dec()
+        if out.decision is not None and out.usage is not None:
+            out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
+        view = req.view() if req is not None else None
+        cost = _record_metrics(rt, metrics, view, out)
+        if tel.enabled:
+            _record_trace(tel, scope.path, "responses", view, out, cost)
+
+
+def chain_items(prev: StoredResponse) -> list[dict[str, Any]]:
+    """Every item of a chain up to and including ``prev``'s output, oldest first."""
+    context = decode(prev.context)
+    output = decode(prev.response).get("output") or []
+    return [*context, *output]
+
+
+def _object(data: bytes) -> dict[str, Any] | None:
+    try:
+        obj = decode(data)
+    except msgspec.DecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _usage(response: dict[str, Any] | None) -> Usage | None:
+    usage = response.get("usage") if response is not None else None
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+    return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
+
+
+async def _keep(
+    store: ResponseStore, req: ResponsesRequest, response: dict[str, Any] | None, subject: str
+) -> None:
+    """Store the response (``store`` not false, and it did not fail); a store failure is logged:
+    the client has its answer, only a later ``previous_response_id`` will miss it."""
+    if not req.store or response is None or response.get("status") == "failed":
+        return
+    resp_id = response.get("id")
+    if not isinstance(resp_id, str) or not resp_id:
+        return
+    stored = StoredResponse(
+        resp_id,
+        subject,
+        req.conversation_id or resp_id,
+        time.time(),
+        msgspec.Raw(encode(response)),
+        msgspec.Raw(encode(req.items)),
+        msgspec.Raw(encode([*req.history, *req.items])),
+    )
+    try:
+        await store.put(stored)
+    except Exception:
+        log.exception("storing response %s failed", resp_id)
+
+
+# --- streams -------------------------------------------------------------------------------------
+
+
+class _Native:
+    """A Responses stream from the provider, relayed as is."""
+
+    def __init__(self) -> None:
+        self.watch = NativeWatch()
+        self.events = 0
+
+    def opening(self) -> bytes:
+        return b""
+
+    def convert(self, relayed: bytes) -> bytes:
+        self.watch.feed(relayed)
+        self.events += relayed.count(b"\n\n")
+        return relayed
+
+    @property
+    def done(self) -> bool:
+        return self.watch.done
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        return self.watch.response
+
+    def fail(self, code: str, message: str) -> bytes:
+        payload = {
+            "type": "error",
+            "code": code,
+            "message": message,
+            "param": None,
+            "sequence_number": self.events,
+        }
+        return sse("error", payload)
+
+
+class _Translated:
+    """A chat-completions stream (any provider, after its adapter) turned into Responses events."""
+
+    def __init__(self, body: dict[str, Any], resp_id: str) -> None:
+        self.conv = ChatToResponses(body, resp_id)
+
+    def opening(self) -> bytes:
+        return self.conv.start()
+
+    def convert(self, relayed: bytes) -> bytes:
+        return self.conv.feed(relayed) if relayed else b""
+
+    @property
+    def done(self) -> bool:
+        return self.conv.done
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        return self.conv.response
+
+    def fail(self, code: str, message: str) -> bytes:
+        return self.conv.finish(code, message)
+
+
+async def _relay(
+    proto: Any,
+    attempt: Attempt,
+    headers: list[tuple[str, str]],
+    conv: _Native | _Translated,
+    store: ResponseStore,
+    req: ResponsesRequest,
+    subject: str,
+) -> None:
+    """Relay the stream event by event; store the response before its terminal event goes out;
+    cancel the upstream if the client leaves."""
+    resp = attempt.resp
+    assert resp is not None
+    task = asyncio.current_task()
+    watcher = asyncio.ensure_future(proto.client_disconnect())
+
+    def on_disconnect(_: Any) -> None:
+        if task is not None and not task.done():
+            task.cancel()
+
+    watcher.add_done_callback(on_disconnect)
+    transport = proto.response_stream(200, [*SSE_HEADERS, *headers])
+
+    async def send(data: bytes) -> None:
+        if conv.done:
+            await _keep(store, req, conv.response, subject)
+        if data:
+            await transport.send_bytes(data)
+
+    try:
+        await send(conv.opening() + conv.convert(attempt.first_out))
+        while not conv.done:
+            try:
+                chunk = await resp.next_chunk()
+            except GatewayError as exc:
+                await transport.send_bytes(conv.fail(exc.code or "upstream_error", exc.message))
+                return
+            if chunk is None:
+                break
+            await send(conv.convert(attempt.feed(chunk)))
+        if not conv.done and attempt.relay is not None:
+            await send(conv.convert(attempt.relay.flush()))
+        if not conv.done:
+            await transport.send_bytes(conv.fail("stream_truncated", "the provider ended the stream early"))
+    except asyncio.CancelledError:
+        if not watcher.done():
+            raise  # cancelled by shutdown, not by the client
+    except (ProtocolClosed, ProtocolError) as exc:
+        log.debug("stream to client ended: %s", exc)
+    except Exception:
+        log.exception("responses stream relay failed")
+    finally:
+        watcher.remove_done_callback(on_disconnect)
+        watcher.cancel()
+        await resp.aclose()
+
+
+# --- stored responses ----------------------------------------------------------------------------
+
+
+async def handle_stored(rt: Runtime, store: ResponseStore, scope: Any, proto: Any) -> None:
+    """``GET|DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``,
+    ``POST /v1/responses/{id}/cancel``: only the caller's own responses exist for it."""
+    try:
+        rest = scope.path[len(PREFIX) + 1 :]
+        resp_id, _, sub = rest.partition("/")
+        method = scope.method
+        if not resp_id or sub not in ("", "input_items", "cancel"):
+            raise NotFound(f"no route for {method} {scope.path}", code="unknown_url")
+        subject = rt.access.authenticate(scope.headers.get).subject
+        if sub == "cancel":
+            if method != "POST":
+                raise _method(method, scope.path, "POST")
+            if await store.get(resp_id, subject) is None:
+                raise _not_found(resp_id)
+            raise InvalidRequest("Only background responses can be cancelled.", code="invalid_request")
+        if method == "DELETE" and not sub:
+            if not await store.delete(resp_id, subject):
+                raise _not_found(resp_id)
+            proto.response_bytes(200, JSON, encode({"id": resp_id, "object": "response", "deleted": True}))
+            return
+        if method not in ("GET", "HEAD"):
+            raise _method(method, scope.path, "GET, DELETE" if not sub else "GET")
+        query = parse_qs(scope.query_string or "")
+        stored = await store.get(resp_id, subject)
+        if stored is None:
+            raise _not_found(resp_id)
+        if not sub:
+            if query.get("stream", ["false"])[0] == "true":
+                raise InvalidRequest("streaming a stored response is not supported", param="stream")
+            proto.response_bytes(200, JSON, bytes(stored.response))
+            return
+        proto.response_bytes(200, JSON, encode(_page(decode(stored.input_items), query)))
+    except GatewayError as exc:
+        status, headers, body = error_response(exc)
+        proto.response_bytes(status, headers, body)
+
+
+def _page(items: list[dict[str, Any]], query: dict[str, list[str]]) -> dict[str, Any]:
+    """One page of ``input_items`` (``order`` asc|desc, default desc; ``limit`` 1-100; ``after``)."""
+    order = query.get("order", ["desc"])[0]
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("'order' must be 'asc' or 'desc'", param="order")
+    try:
+        limit = int(query.get("limit", ["20"])[0])
+    except ValueError:
+        raise InvalidRequest("'limit' must be an integer", param="limit") from None
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("'limit' must be between 1 and 100", param="limit")
+    seq = items if order == "asc" else items[::-1]
+    after = query.get("after", [None])[0]
+    if after is not None:
+        ids = [i.get("id") for i in seq]
+        if after not in ids:
+            raise InvalidRequest(f"no input item with id '{after}'", param="after")
+        seq = seq[ids.index(after) + 1 :]
+    page = seq[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0].get("id") if page else None,
+        "last_id": page[-1].get("id") if page else None,
+        "has_more": len(seq) > limit,
+    }
+
+
+def _not_found(resp_id: str) -> NotFound:
+    return NotFound(f"Response with id '{resp_id}' not found.", code="response_not_found")
+
+
+def _method(method: str, path: str, allow: str) -> GatewayError:
+    from gateway.errors import MethodNotAllowed
+
+    return MethodNotAllowed(f"{method} is not allowed on {path}; use {allow}", headers=[("allow", allow)])

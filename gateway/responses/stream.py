@@ -1,0 +1,337 @@
+"""Responses API streams, sans-IO: chat SSE → Responses events, and the pass-through watcher.
+
+:class:`ChatToResponses` turns the hub's chat-completion chunks (any provider, after its own
+adapter) into the Responses event sequence OpenAI sends, each with its ``sequence_number``::
+
+    response.created, response.in_progress
+    per output item:  response.output_item.added
+        message:      response.content_part.added, response.output_text.delta…,
+                      response.output_text.done, response.content_part.done
+        (refusal:     response.refusal.delta…, response.refusal.done)
+        reasoning:    response.reasoning_text.delta…, response.reasoning_text.done
+        function_call: response.function_call_arguments.delta…, …arguments.done
+                      response.output_item.done
+    response.completed | response.incomplete (finish_reason length / content_filter)
+    | response.failed (an error event from the provider, or a stream cut short)
+
+:class:`NativeWatch` reads a passed-through Responses stream without changing it: it notices
+the terminal event and keeps its Response object (usage, the stored copy).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from gateway.responses.translate import (
+    finish_status,
+    function_call_item,
+    message_item,
+    new_id,
+    reasoning_item,
+    skeleton,
+    usage_of_chat,
+)
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+def sse(kind: str, payload: dict[str, Any]) -> bytes:
+    """One server-sent event in OpenAI's framing (``event:`` line, then ``data:``)."""
+    return b"event: " + kind.encode() + b"\ndata: " + _encode(payload) + b"\n\n"
+
+
+def _data_lines(buf: bytes) -> tuple[list[bytes], bytes]:
+    """Complete events' ``data:`` payloads in ``buf`` and the incomplete tail."""
+    if b"\r" in buf:
+        buf = buf.replace(b"\r\n", b"\n")
+    end = buf.rfind(b"\n\n")
+    if end < 0:
+        return [], buf
+    payloads = []
+    for event in buf[:end].split(b"\n\n"):
+        data = [ln[5:].lstrip(b" ") for ln in event.split(b"\n") if ln.startswith(b"data:")]
+        if data:
+            payloads.append(b"\n".join(data))
+    return payloads, buf[end + 2 :]
+
+
+class _Item:
+    __slots__ = ("kind", "index", "id", "text", "refusal", "call_id", "name", "open")
+
+    def __init__(self, kind: str, index: int, item_id: str) -> None:
+        self.kind = kind
+        self.index = index
+        self.id = item_id
+        self.text: str | None = None
+        self.refusal: str | None = None
+        self.call_id = ""
+        self.name = ""
+        self.open = True
+
+
+class ChatToResponses:
+    """Chat SSE bytes in (any chunking), Responses SSE bytes out; :attr:`response` at the end.
+
+    Call :meth:`start` once (the opening events), :meth:`feed` per chunk, and :meth:`finish`
+    when the upstream ended without ``[DONE]`` (the response fails with ``error``).
+    """
+
+    def __init__(self, body: dict[str, Any], resp_id: str, created_at: int | None = None) -> None:
+        self.body = body
+        self.response = skeleton(
+            body, resp_id, int(time.time()) if created_at is None else created_at, "in_progress"
+        )
+        self.done = False
+        self._seq = 0
+        self._buf = b""
+        self._items: list[_Item] = []
+        self._current: _Item | None = None
+        self._tools: dict[int, _Item] = {}
+        self._finish: str | None = None
+        self._usage: dict[str, Any] | None = None
+
+    # --- events --------------------------------------------------------------------------------
+
+    def _ev(self, out: list[bytes], kind: str, **fields: Any) -> None:
+        payload = {"type": kind, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        out.append(sse(kind, payload))
+
+    def start(self) -> bytes:
+        """``response.created`` and ``response.in_progress``."""
+        out: list[bytes] = []
+        self._ev(out, "response.created", response=self.response)
+        self._ev(out, "response.in_progress", response=self.response)
+        return b"".join(out)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Consume chat SSE bytes; return the Responses events they complete (maybe empty)."""
+        if self.done:
+            return b""
+        payloads, self._buf = _data_lines(self._buf + chunk)
+        out: list[bytes] = []
+        for payload in payloads:
+            if payload == b"[DONE]":
+                self._complete(out)
+                break
+            try:
+                obj = _decode(payload)
+            except msgspec.DecodeError:
+                continue  # not JSON: nothing a client could use
+            if not isinstance(obj, dict):
+                continue
+            if "error" in obj and not obj.get("choices"):
+                err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
+                self._fail(
+                    out, err.get("code") or err.get("type") or "upstream_error", err.get("message", "")
+                )
+                break
+            self._chunk(obj, out)
+        return b"".join(out)
+
+    def finish(self, code: str, message: str) -> bytes:
+        """End a stream the upstream left early: ``response.failed`` with ``error``."""
+        if self.done:
+            return b""
+        out: list[bytes] = []
+        self._fail(out, code, message)
+        return b"".join(out)
+
+    # --- chat chunks ---------------------------------------------------------------------------
+
+    def _chunk(self, obj: dict[str, Any], out: list[bytes]) -> None:
+        if obj.get("usage"):
+            self._usage = usage_of_chat(obj["usage"])
+        for choice in obj.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                item = self._open("reasoning", out)
+                item.text = (item.text or "") + reasoning
+                self._ev(out, "response.reasoning_text.delta", item_id=item.id, output_index=item.index,
+                         content_index=0, delta=reasoning)  # fmt: skip
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                item = self._open("message", out)
+                if item.text is None:
+                    item.text = ""
+                    self._part_added(
+                        item, {"type": "output_text", "text": "", "annotations": [], "logprobs": []}, out
+                    )
+                item.text += text
+                self._ev(out, "response.output_text.delta", item_id=item.id, output_index=item.index,
+                         content_index=0, delta=text, logprobs=[])  # fmt: skip
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                item = self._open("message", out)
+                if item.refusal is None:
+                    item.refusal = ""
+                    self._part_added(item, {"type": "refusal", "refusal": ""}, out)
+                item.refusal += refusal
+                self._ev(out, "response.refusal.delta", item_id=item.id, output_index=item.index,
+                         content_index=self._refusal_index(item), delta=refusal)  # fmt: skip
+            for call in delta.get("tool_calls") or ():
+                self._tool_delta(call, out)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+
+    def _tool_delta(self, call: dict[str, Any], out: list[bytes]) -> None:
+        k = call.get("index", 0)
+        fn = call.get("function") or {}
+        item = self._tools.get(k)
+        if item is None:
+            self._close_current(out)
+            item = self._tools[k] = self._new("function_call", new_id("fc"))
+            item.call_id = call.get("id") or new_id("call")
+            item.name = fn.get("name") or ""
+            item.text = ""
+            self._ev(out, "response.output_item.added", output_index=item.index,
+                     item=function_call_item(item.id, item.call_id, item.name, "", "in_progress"))  # fmt: skip
+            self._current = item
+        args = fn.get("arguments")
+        if isinstance(args, str) and args:
+            item.text = (item.text or "") + args
+            if item.open:
+                self._ev(out, "response.function_call_arguments.delta", item_id=item.id,
+                         output_index=item.index, delta=args)  # fmt: skip
+
+    def _new(self, kind: str, item_id: str) -> _Item:
+        item = _Item(kind, len(self._items), item_id)
+        self._items.append(item)
+        return item
+
+    def _open(self, kind: str, out: list[bytes]) -> _Item:
+        """The open item of ``kind`` (the current one, or a new one after closing the current)."""
+        cur = self._current
+        if cur is not None and cur.kind == kind and cur.open:
+            return cur
+        self._close_current(out)
+        item = self._new(kind, new_id("msg" if kind == "message" else "rs"))
+        if kind == "message":
+            added: dict[str, Any] = message_item(item.id, None, None, "in_progress")
+        else:
+            added = {
+                "id": item.id,
+                "type": "reasoning",
+                "summary": [],
+                "content": [],
+                "status": "in_progress",
+            }
+        self._ev(out, "response.output_item.added", output_index=item.index, item=added)
+        if kind == "reasoning":
+            self._part_added(item, {"type": "reasoning_text", "text": ""}, out)
+        self._current = item
+        return item
+
+    def _part_added(self, item: _Item, part: dict[str, Any], out: list[bytes]) -> None:
+        index = self._refusal_index(item) if part["type"] == "refusal" else 0
+        self._ev(out, "response.content_part.added", item_id=item.id, output_index=item.index,
+                 content_index=index, part=part)  # fmt: skip
+
+    @staticmethod
+    def _refusal_index(item: _Item) -> int:
+        return 1 if item.text is not None else 0
+
+    def _close_current(self, out: list[bytes]) -> None:
+        item = self._current
+        self._current = None
+        if item is None or not item.open:
+            return
+        item.open = False
+        kw = {"item_id": item.id, "output_index": item.index}
+        if item.kind == "message":
+            if item.text is not None:
+                self._ev(out, "response.output_text.done", **kw, content_index=0, text=item.text, logprobs=[])
+                self._ev(out, "response.content_part.done", **kw, content_index=0,
+                         part={"type": "output_text", "text": item.text, "annotations": [], "logprobs": []})  # fmt: skip
+            if item.refusal is not None:
+                index = self._refusal_index(item)
+                self._ev(out, "response.refusal.done", **kw, content_index=index, refusal=item.refusal)
+                self._ev(out, "response.content_part.done", **kw, content_index=index,
+                         part={"type": "refusal", "refusal": item.refusal})  # fmt: skip
+        elif item.kind == "reasoning":
+            text = item.text or ""
+            self._ev(out, "response.reasoning_text.done", **kw, content_index=0, text=text)
+            self._ev(out, "response.content_part.done", **kw, content_index=0,
+                     part={"type": "reasoning_text", "text": text})  # fmt: skip
+        else:
+            self._ev(out, "response.function_call_arguments.done", **kw, name=item.name,
+                     arguments=item.text or "")  # fmt: skip
+        self._ev(out, "response.output_item.done", output_index=item.index, item=self._item_object(item))
+
+    @staticmethod
+    def _item_object(item: _Item, status: str = "completed") -> dict[str, Any]:
+        if item.kind == "message":
+            return message_item(item.id, item.text, item.refusal, status)
+        if item.kind == "reasoning":
+            return reasoning_item(item.id, item.text or "")
+        return function_call_item(item.id, item.call_id, item.name, item.text or "", status)
+
+    # --- the end -------------------------------------------------------------------------------
+
+    def _complete(self, out: list[bytes]) -> None:
+        self._close_current(out)
+        for item in self._tools.values():  # tool calls interleaved with others close here
+            if item.open:
+                self._current = item
+                self._close_current(out)
+        status, incomplete = finish_status(self._finish)
+        resp = self.response
+        resp["status"] = status
+        resp["incomplete_details"] = incomplete
+        resp["output"] = [self._item_object(i) for i in self._items]
+        resp["usage"] = self._usage
+        resp["completed_at"] = int(time.time()) if status == "completed" else None
+        self._ev(out, "response.completed" if status == "completed" else "response.incomplete", response=resp)
+        self.done = True
+
+    def _fail(self, out: list[bytes], code: str, message: str) -> None:
+        resp = self.response
+        resp["status"] = "failed"
+        resp["error"] = {"code": code, "message": message}
+        resp["output"] = [self._item_object(i, "incomplete") for i in self._items]
+        resp["usage"] = self._usage
+        self._ev(out, "response.failed", response=resp)
+        self.done = True
+
+
+class NativeWatch:
+    """Watches a passed-through Responses stream: the terminal event and its Response object."""
+
+    __slots__ = ("_buf", "done", "response")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.done = False
+        self.response: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        """Look at relayed bytes; only events naming a terminal type are decoded."""
+        if self.done:
+            return
+        data = self._buf + chunk
+        if not any(t.encode() in data for t in TERMINAL):
+            # Keep only what could hold the start of a terminal event split across chunks.
+            end = data.rfind(b"\n\n")
+            self._buf = data[end + 2 :] if end >= 0 else data
+            return
+        payloads, self._buf = _data_lines(data)
+        for payload in payloads:
+            if not any(t.encode() in payload for t in TERMINAL):
+                continue
+            try:
+                obj = _decode(payload)
+            except msgspec.DecodeError:
+                continue
+            if isinstance(obj, dict) and obj.get("type") in TERMINAL:
+                self.response = obj.get("response") if isinstance(obj.get("response"), dict) else None
+                self.done = True
+                return
