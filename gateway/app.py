@@ -27,14 +27,17 @@ from gateway.reload import ConfigReloader
 from gateway.responses import handler as responses
 from gateway.responses.store import ResponseStore, make_store
 from gateway.runtime import Runtime
+from gateway.surfaces import Surface
+from gateway.surfaces.chat import CHAT, COMPLETIONS, EMBEDDINGS
 from gateway.telemetry.drain import Telemetry
 
 log = logging.getLogger("gateway")
 
-LLM_ROUTES = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
+# path → the surface (inbound API) that serves it
+LLM_ROUTES: dict[str, Surface] = {
+    "/v1/chat/completions": CHAT,
+    "/v1/completions": COMPLETIONS,
+    "/v1/embeddings": EMBEDDINGS,
 }
 GET_ROUTES = {"/v1/models", "/healthz", "/readyz", "/metrics"}
 
@@ -138,17 +141,16 @@ class GatewayApp:
         rt = self.runtime
         assert rt is not None, "__rsgi_init__ was not called"
         path, method = scope.path, scope.method
-        endpoint = LLM_ROUTES.get(path)
-        if endpoint is not None:
+        surface = LLM_ROUTES.get(path)
+        if surface is not None:
             if method == "POST":
                 assert self.telemetry is not None and self.metrics is not None
-                await handle_llm(rt, self.telemetry, self.metrics, scope, proto, endpoint)
+                await handle_llm(rt, self.telemetry, self.metrics, scope, proto, surface)
             else:
-                self._error(
-                    proto,
-                    MethodNotAllowed(f"{method} is not allowed on {path}; use POST"),
-                    [("allow", "POST")],
+                status, headers, body = surface.error_response(
+                    MethodNotAllowed(f"{method} is not allowed on {path}; use POST")
                 )
+                proto.response_bytes(status, [*headers, ("allow", "POST")], body)
             return
         if path.startswith(responses.PREFIX):
             await self._responses(rt, scope, proto)

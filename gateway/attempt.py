@@ -6,23 +6,25 @@ TTFT timeout). Until then every failure is an :class:`~gateway.errors.UpstreamEr
 retry/fallback loop in :mod:`gateway.proxy` may act on; after it, the client has bytes and a
 failure can only end the stream with an error event.
 
-Provider differences live here and only here: OpenAI-compatible targets get the client's
-bytes with ``model`` rewritten; Anthropic targets get a translated Messages request, and
-their responses are translated back.
+Which way a request goes is decided here and only here: a target that serves the surface's
+API natively gets the client's bytes with ``model`` rewritten (``surface.native_body``);
+any other target gets the request through the hub (``surface.hub_request`` → the provider
+adapter's ``from_hub``), and its response back the same way (see :mod:`gateway.surfaces`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any
 
 from gateway.body import ParsedRequest
 from gateway.errors import InvalidRequest, UpstreamStatus, UpstreamTimeout, UpstreamUnreachable
-from gateway.providers import anthropic
 from gateway.routing import PlanEntry, apply_header_overrides
 from gateway.runtime import ModelTarget
-from gateway.sse import StreamRelay
+from gateway.sse import StreamRelay, Usage, usage_of
+from gateway.surfaces import StreamChain, Surface
 from gateway.upstream import UpstreamResponse
 
 
@@ -39,9 +41,10 @@ class Attempt:
         "status",
         "content_type",
         "body",
+        "usage",
         "resp",
         "relay",
-        "translator",
+        "feed",
         "first_out",
         "first_pc",
         "relayed_headers",
@@ -51,77 +54,87 @@ class Attempt:
         self.status = 200
         self.content_type = "application/json"
         self.body = b""
+        self.usage: Usage | None = None  # of a non-streamed response
         self.resp: UpstreamResponse | None = None
-        self.relay: StreamRelay | None = None
-        self.translator: anthropic.AnthropicStreamTranslator | None = None
+        # The stream stage (a surface's native relay or a StreamChain): usage, events, done.
+        self.relay: Any = None
+        # Upstream stream bytes → the bytes to send to the client: the stage's own bound
+        # ``feed``, so the native path costs no extra call.
+        self.feed: Callable[[bytes], bytes] = _no_stream
         self.first_out = b""
         self.first_pc = 0  # perf_counter_ns() when the first client-visible bytes were ready
         self.relayed_headers: list[tuple[str, str]] = []
 
-    def feed(self, chunk: bytes) -> bytes:
-        """Upstream stream bytes → the bytes to send to the client (translated if needed)."""
-        assert self.relay is not None
-        if self.translator is not None:
-            chunk = self.translator.feed(chunk)
-            if not chunk:
-                return b""
-        return self.relay.feed(chunk)
-
     @property
     def stream_complete(self) -> bool:
-        """Whether the stream ended properly (``[DONE]``, or the translator saw the end)."""
-        if self.translator is not None:
-            return self.translator.done
-        return self.relay is not None and self.relay.saw_done
+        """Whether the stream ended properly (its protocol's end marker was seen)."""
+        return self.relay is not None and bool(self.relay.done)
+
+
+def _no_stream(chunk: bytes) -> bytes:
+    raise RuntimeError("not a streamed attempt")
 
 
 def build_request(
     target: ModelTarget,
     entry: PlanEntry,
     req: ParsedRequest,
-    endpoint: str,
+    surface: Surface,
     extra_headers: list[tuple[str, str]],
-) -> tuple[str, list[tuple[str, str]], bytes]:
-    """URL, headers and body of one attempt at ``target``."""
-    if target.provider.type == "anthropic":
-        if endpoint != "chat":
+) -> tuple[str, list[tuple[str, str]], bytes, bool]:
+    """URL, headers and body of one attempt at ``target``, and whether it is native.
+
+    Raises:
+        InvalidRequest: the surface has no hub form and the target does not serve it, or the
+            request cannot be expressed for the target's provider.
+    """
+    overrides = entry.override_params or None
+    url = target.urls.get(surface.api)
+    native = url is not None
+    if url is not None:
+        body = surface.native_body(req, entry.upstream_model, overrides)
+    else:
+        if not surface.translatable:
             raise InvalidRequest(
-                f"model '{entry.target}' is an Anthropic model: only /v1/chat/completions is supported",
+                f"model '{entry.target}' is served by a {target.provider.type} provider, "
+                f"which does not serve /v1/{surface.name}",
                 param="model",
                 code="unsupported_endpoint",
             )
-        body = anthropic.encode_request(req.body, entry.upstream_model, entry.override_params or None)
-        url = target.messages_url
-    else:
-        body = req.upstream_body(
-            entry.upstream_model, dict(entry.override_params) if entry.override_params else None
+        adapter = target.adapter
+        body = adapter.from_hub(
+            surface.hub_request(req), entry.upstream_model, dict(overrides) if overrides else None, req.stream
         )
-        url = target.urls[endpoint]
+        url = target.urls[adapter.hub_api]
     headers = (
         apply_header_overrides(target.headers, entry)
         if entry.headers_set or entry.headers_remove
         else target.headers
     )
-    return url, [*headers, *extra_headers], body
+    if native:
+        forwarded = surface.native_headers(req)
+        if forwarded:
+            names = {name for name, _ in forwarded}
+            headers = [*(h for h in headers if h[0] not in names), *forwarded]
+    return url, [*headers, *extra_headers], body, native
 
 
 async def run_attempt(
     target: ModelTarget,
     entry: PlanEntry,
     req: ParsedRequest,
-    endpoint: str,
+    surface: Surface,
     extra_headers: list[tuple[str, str]],
     keep_events: bool = True,
 ) -> Attempt:
     """Send one attempt and read until it can be committed (see the module docstring).
 
     Raises:
-        UpstreamError: unreachable, timed out (headers or TTFT), error status (translated
-            for Anthropic), or the stream ended before its first chunk.
+        UpstreamError: unreachable, timed out (headers or TTFT), error status (its body in the
+            provider's error shape), or the stream ended before its first chunk.
         InvalidRequest: the request cannot be expressed for this provider.
     """
-    url, headers, body = build_request(target, entry, req, endpoint, extra_headers)
-    is_anthropic = target.provider.type == "anthropic"
+    url, headers, body, native = build_request(target, entry, req, surface, extra_headers)
     send = target.client.send(
         url, headers, body, stream=req.stream, timeout_s=None if req.stream else entry.timeout_s
     )
@@ -138,27 +151,34 @@ async def run_attempt(
         resp = await send
     if resp.status >= 400:
         err = await resp.read()
-        if is_anthropic:
-            raise UpstreamStatus(
-                resp.status, anthropic.translate_error(err, resp.status), "application/json", []
-            )
-        raise UpstreamStatus(resp.status, err, resp.content_type, resp.relayed_headers)
+        raise UpstreamStatus(resp.status, err, resp.content_type, resp.relayed_headers, target.provider.type)
 
     attempt = Attempt()
     attempt.relayed_headers = resp.relayed_headers
     content_type = resp.content_type or ""
     if not req.stream or not content_type.startswith("text/event-stream"):
         data = await resp.read()
-        attempt.body = anthropic.translate_response(data) if is_anthropic else data
-        attempt.content_type = "application/json" if is_anthropic else (content_type or "application/json")
+        if native:
+            attempt.body = data
+            attempt.usage = surface.native_usage(data)
+            attempt.content_type = content_type or "application/json"
+        else:
+            hub = target.adapter.to_hub(data)
+            attempt.usage = usage_of(hub)
+            attempt.body = surface.from_hub(hub)
+            attempt.content_type = "application/json"
         attempt.first_pc = perf_counter_ns()
         return attempt
 
     attempt.resp = resp
     attempt.content_type = "text/event-stream"
-    attempt.relay = StreamRelay(strip_usage=not req.client_wants_usage, keep_events=keep_events)
-    if is_anthropic:
-        attempt.translator = anthropic.AnthropicStreamTranslator(include_usage=True)
+    if native:
+        relay = surface.native_stream(req, keep_events)
+    else:
+        hub_relay = StreamRelay(strip_usage=not req.client_wants_usage, keep_events=keep_events)
+        relay = StreamChain(target.adapter.stream_to_hub(), hub_relay, surface.hub_stream(req), keep_events)
+    attempt.relay = relay
+    attempt.feed = relay.feed
     try:
         await _read_first_output(attempt, resp, entry)
     except BaseException:
@@ -174,7 +194,7 @@ async def _read_first_output(attempt: Attempt, resp: Any, entry: PlanEntry) -> N
         while True:
             chunk = await resp.next_chunk()
             if chunk is None:
-                tail = attempt.relay.flush() if attempt.relay is not None else b""
+                tail = attempt.relay.flush()
                 if tail or attempt.stream_complete:
                     return tail
                 raise UpstreamUnreachable(f"{entry.target} closed the stream before sending anything")

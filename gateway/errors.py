@@ -121,15 +121,22 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamStatus(UpstreamError):
-    """The provider answered with an error status; its body is relayed unchanged."""
+    """The provider answered with an error status; its body is relayed unchanged to a surface
+    with the same error ``shape`` (the provider type: openai, anthropic) and re-encoded for others."""
 
     def __init__(
-        self, status: int, body: bytes, content_type: str | None, headers: list[tuple[str, str]]
+        self,
+        status: int,
+        body: bytes,
+        content_type: str | None,
+        headers: list[tuple[str, str]],
+        shape: str = "openai",
     ) -> None:
         super().__init__(f"upstream answered {status}", code="upstream_status", headers=headers)
         self.status = status
         self.body = body
         self.content_type = content_type
+        self.shape = shape
 
 
 class _ErrorDetail(msgspec.Struct, omit_defaults=False):
@@ -152,11 +159,50 @@ def error_body(exc: GatewayError) -> bytes:
     return _encode(_ErrorBody(_ErrorDetail(exc.message, exc.type, exc.param, exc.code)))
 
 
+# Headers the gateway sets itself: a relayed copy would make a second one.
+_OWN_HEADERS = frozenset({"content-type", "x-request-id"})
+
+
+def relayed_error_headers(exc: UpstreamStatus) -> list[tuple[str, str]]:
+    """The provider's relayed headers minus those the gateway sets (ours win)."""
+    return [h for h in exc.headers if h[0] not in _OWN_HEADERS]
+
+
+class _UpstreamDetail(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+
+
+class _UpstreamErrorView(msgspec.Struct):
+    # OpenAI {"error": {...}} and Anthropic {"type": "error", "error": {...}} alike.
+    error: _UpstreamDetail | str | None = None
+
+
+_decode_upstream_error = msgspec.json.Decoder(_UpstreamErrorView).decode
+
+
+def upstream_error_detail(body: bytes, status: int) -> tuple[str, str]:
+    """``(type, message)`` of a provider's error body, whatever its shape, for re-encoding."""
+    try:
+        err = _decode_upstream_error(body).error
+    except msgspec.DecodeError:
+        err = None
+    if isinstance(err, _UpstreamDetail):
+        return err.type or "upstream_error", err.message or f"upstream answered {status}"
+    if isinstance(err, str) and err:
+        return "upstream_error", err
+    return "upstream_error", body.decode("utf-8", "replace")[:500] or f"upstream answered {status}"
+
+
 def error_response(exc: GatewayError) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Status, headers and body for ``exc``: the one mapping from errors to HTTP."""
+    """Status, headers and body for ``exc`` in OpenAI's shape: the one mapping from errors to HTTP."""
     if isinstance(exc, UpstreamStatus):
-        headers = [("content-type", exc.content_type or "application/json"), *exc.headers]
-        return exc.status, headers, exc.body
+        headers = relayed_error_headers(exc)
+        if exc.shape == "openai":
+            return exc.status, [("content-type", exc.content_type or "application/json"), *headers], exc.body
+        etype, message = upstream_error_detail(exc.body, exc.status)
+        body = _encode(_ErrorBody(_ErrorDetail(message, etype, None, etype)))
+        return exc.status, [*JSON_HEADERS, *headers], body
     return exc.status, [*JSON_HEADERS, *exc.headers], error_body(exc)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from time import perf_counter_ns, time_ns
 from typing import Any
 
@@ -18,7 +17,7 @@ from granian.rsgi import ProtocolClosed, ProtocolError
 
 from gateway.access import Decision
 from gateway.attempt import Attempt, TTFTTimeout, run_attempt
-from gateway.body import ParsedRequest, parse_request
+from gateway.body import ParsedRequest
 from gateway.errors import (
     JSON_HEADERS,
     GatewayError,
@@ -27,13 +26,12 @@ from gateway.errors import (
     PayloadTooLarge,
     RateLimited,
     UpstreamError,
-    error_response,
-    sse_error_event,
 )
 from gateway.metrics import Metrics, mean_inter_token_ms
 from gateway.routing import FailureKind, PlanEntry, RoutePlan, counts_as_failure, outcome_of
 from gateway.runtime import ModelTarget, Runtime
-from gateway.sse import Usage, usage_of
+from gateway.sse import Usage
+from gateway.surfaces import Surface
 from gateway.telemetry.drain import Telemetry
 from gateway.telemetry.spans import format_traceparent, new_span_id, new_trace_id, parse_traceparent
 from gateway.telemetry.wire import PHASE_AUTH, PHASE_NONE, PHASE_RESOLUTION, AttemptRecord, TraceRecord
@@ -107,16 +105,18 @@ class Outcome(msgspec.Struct):
 
 
 async def handle_llm(
-    rt: Runtime, tel: Telemetry, metrics: Metrics, scope: Any, proto: Any, endpoint: str
+    rt: Runtime, tel: Telemetry, metrics: Metrics, scope: Any, proto: Any, surface: Surface
 ) -> None:
-    """``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
+    """A model call on any surface (``gateway.surfaces``): ``POST /v1/chat/completions``,
+    ``/v1/completions``, ``/v1/embeddings``, ... The surface decodes the request and encodes
+    the response and errors; everything in between is the same for all of them."""
     metrics.inflight_inc()
     out = Outcome.start(scope.headers.get("traceparent"))
     request_id = out.trace_id.hex()
     req: ParsedRequest | None = None
     try:
         body = await read_body(scope, proto, rt.max_body_bytes)
-        req = parse_request(body, endpoint)
+        req = surface.parse(body, scope.headers)
 
         out.auth_start_pc = perf_counter_ns()
         try:
@@ -135,7 +135,7 @@ async def handle_llm(
                 f"model '{req.model}' does not exist or is not served by this gateway", param="model"
             )
 
-        attempt, entry = await _call_with_fallbacks(rt, metrics, plan, req, endpoint, out, tel.enabled)
+        attempt, entry = await _call_with_fallbacks(rt, metrics, plan, req, surface, out, tel.enabled)
         headers = [
             ("x-request-id", request_id),
             ("x-tfy-resolved-model", entry.target),
@@ -144,12 +144,12 @@ async def handle_llm(
         out.first_pc = attempt.first_pc
         if attempt.resp is None:
             out.body_out = attempt.body
-            out.usage = usage_of(attempt.body)
+            out.usage = attempt.usage
             proto.response_bytes(200, [("content-type", attempt.content_type), *headers], attempt.body)
             return
         out.stream_start_pc = perf_counter_ns()
         try:
-            await _relay_stream(proto, attempt, headers)
+            await _relay_stream(proto, attempt, headers, surface)
         finally:
             out.stream_end_pc = perf_counter_ns()
             if attempt.relay is not None:
@@ -157,14 +157,14 @@ async def handle_llm(
                 out.events = attempt.relay.events
     except GatewayError as exc:
         out.status, out.error = exc.status, exc
-        status, headers, err_body = error_response(exc)
+        status, headers, err_body = surface.error_response(exc)
         proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
     except Exception:
         # Our own bug, never the client's input: log it with the id the client sees.
         log.exception("unhandled error in request %s", request_id)
         internal = GatewayError("internal error")
         out.status, out.error = 500, internal
-        status, headers, err_body = error_response(internal)
+        status, headers, err_body = surface.error_response(internal)
         proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
     finally:
         metrics.inflight_dec()
@@ -173,7 +173,7 @@ async def handle_llm(
             out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
         cost = _record_metrics(rt, metrics, req, out)
         if tel.enabled:
-            _record_trace(tel, scope.path, endpoint, req, out, cost)
+            _record_trace(tel, scope.path, surface, req, out, cost)
 
 
 async def _call_with_fallbacks(
@@ -181,16 +181,14 @@ async def _call_with_fallbacks(
     metrics: Metrics,
     plan: RoutePlan,
     req: ParsedRequest,
-    endpoint: str,
+    surface: Surface,
     out: Outcome,
     keep_events: bool,
-    prepare: Callable[[ModelTarget], tuple[ParsedRequest, str]] | None = None,
 ) -> tuple[Attempt, PlanEntry]:
     """Walk the plan: retry a target per its ``retry_config``, then fall back to the next one.
 
     Every attempt is recorded (a CLIENT span for the trace) and forwards a ``traceparent``
-    naming it. ``prepare`` gives a surface's request and endpoint for a target (native or
-    translated through the chat hub) when it depends on the target."""
+    naming it."""
     router = rt.router
     step = plan.first()
     while True:
@@ -199,13 +197,11 @@ async def _call_with_fallbacks(
         span_id = new_span_id()
         started = perf_counter_ns()
         try:
-            if prepare is not None:
-                req, endpoint = prepare(target)
             attempt = await run_attempt(
                 target,
                 entry,
                 req,
-                endpoint,
+                surface,
                 [("traceparent", format_traceparent(out.trace_id, span_id, out.flags))],
                 keep_events=keep_events,  # a stream's events only feed the trace's tfy.output
             )
@@ -285,7 +281,7 @@ def _record_metrics(rt: Runtime, metrics: Metrics, req: ParsedRequest | None, ou
 
 
 def _record_trace(
-    tel: Telemetry, path: str, endpoint: str, req: ParsedRequest | None, out: Outcome, cost: float | None
+    tel: Telemetry, path: str, surface: Surface, req: ParsedRequest | None, out: Outcome, cost: float | None
 ) -> None:
     """Hand the request's trace record to the ring: values already at hand, nothing decoded.
 
@@ -308,7 +304,7 @@ def _record_trace(
                 out.start_pc,
                 perf_counter_ns(),
                 path,
-                endpoint,
+                surface.operation,
                 out.status,
                 (err.code or type(err).__name__) if err is not None else "",
                 err.message if err is not None else "",
@@ -332,13 +328,16 @@ def _record_trace(
                 cost,
                 out.body_out,
                 b"".join(out.events) if out.events else b"",
+                surface.name,
             )
         )
     except Exception:  # telemetry never fails a request
         log.exception("recording a trace failed")
 
 
-async def _relay_stream(proto: Any, attempt: Attempt, headers: list[tuple[str, str]]) -> None:
+async def _relay_stream(
+    proto: Any, attempt: Attempt, headers: list[tuple[str, str]], surface: Surface
+) -> None:
     """Pass an SSE stream through as it arrives; cancel the upstream if the client leaves."""
     resp = attempt.resp
     assert resp is not None
@@ -359,19 +358,21 @@ async def _relay_stream(proto: Any, attempt: Attempt, headers: list[tuple[str, s
                 chunk = await resp.next_chunk()
             except GatewayError as exc:
                 # Headers (and events) are already sent: end with an error event, never silently.
-                await transport.send_bytes(sse_error_event(exc))
+                await transport.send_bytes(surface.stream_error(exc))
                 return
             if chunk is None:
                 break
             out = attempt.feed(chunk)
             if out:
                 await transport.send_bytes(out)
-        tail = attempt.relay.flush() if attempt.relay is not None else b""
+        tail = attempt.relay.flush()
         if tail:
             await transport.send_bytes(tail)
         if not attempt.stream_complete:
             await transport.send_bytes(
-                sse_error_event(GatewayError("the provider ended the stream early", code="stream_truncated"))
+                surface.stream_error(
+                    GatewayError("the provider ended the stream early", code="stream_truncated")
+                )
             )
     except asyncio.CancelledError:
         if not watcher.done():

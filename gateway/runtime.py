@@ -16,20 +16,12 @@ import msgspec
 from gateway.access import AccessControl, Principal
 from gateway.config import GatewayConfig, ProviderConfig
 from gateway.metrics import PriceTable
-from gateway.providers import anthropic
+from gateway.providers import ADAPTERS
 from gateway.routing import Router
 from gateway.telemetry.wire import TargetInfo
 from gateway.upstream import UpstreamClient, make_client
 
 log = logging.getLogger("gateway")
-
-# endpoint kind → path appended to the provider's base_url
-ENDPOINT_PATHS = {
-    "chat": "/chat/completions",
-    "completions": "/completions",
-    "embeddings": "/embeddings",
-    "responses": "/responses",
-}
 
 
 class ModelTarget:
@@ -40,13 +32,12 @@ class ModelTarget:
         "provider",
         "upstream_model",
         "client",
+        "adapter",
         "urls",
-        "messages_url",
         "headers",
         "server_address",
         "server_port",
         "trace_info",
-        "responses_native",
     )
 
     def __init__(self, provider: ProviderConfig, upstream_model: str, client: UpstreamClient) -> None:
@@ -54,26 +45,20 @@ class ModelTarget:
         self.provider = provider
         self.upstream_model = upstream_model
         self.client = client
-        base = provider.base_url.rstrip("/")
-        self.urls = {kind: base + path for kind, path in ENDPOINT_PATHS.items()}
-        self.messages_url = anthropic.messages_url(provider.base_url)
-        if provider.type == "anthropic":
-            headers = [*anthropic.request_headers(provider.api_key), *provider.headers.items()]
-        else:
-            headers = [("content-type", "application/json"), *provider.headers.items()]
-            if provider.api_key:
-                headers.append(("authorization", f"Bearer {provider.api_key}"))
-        self.headers: list[tuple[str, str]] = headers
+        # The provider type's adapter: the APIs it serves natively (API name → URL) and its
+        # hub translation (gateway.providers, gateway.surfaces).
+        self.adapter = ADAPTERS[provider.type]
+        self.urls = self.adapter.urls(provider.base_url)
+        self.headers: list[tuple[str, str]] = self.adapter.headers(provider.api_key, provider.headers)
         parts = urlsplit(provider.base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
-        # Whether /v1/responses is passed through (the provider speaks Responses) or translated
-        # through the chat hub: api.openai.com natively unless the config says otherwise.
-        self.responses_native = provider.type == "openai" and (
-            provider.responses == "native"
-            if provider.responses is not None
-            else self.server_address == "api.openai.com"
-        )
+        # /v1/responses is passed through to an openai provider that speaks it (api.openai.com
+        # unless the config says otherwise); every other target gets it through the chat hub.
+        if provider.type == "openai" and (
+            provider.responses == "native" if provider.responses else self.server_address == "api.openai.com"
+        ):
+            self.urls["responses"] = provider.base_url.rstrip("/") + "/responses"
         # What a trace record says about an attempt at this target (the exporter builds the
         # CLIENT span's attributes from it).
         self.trace_info = TargetInfo(

@@ -2,8 +2,8 @@
 
 Create is sequenced like every model request (read → decode → authenticate → load the
 previous response → resolve → call with retries and fallbacks → respond → store → record),
-reusing :mod:`gateway.proxy`'s steps; each attempt picks its body per target
-(:meth:`ResponsesRequest.native` or the chat hub, :meth:`ResponsesRequest.hub`). A stored
+reusing :mod:`gateway.proxy`'s steps with the Responses surface
+(:mod:`gateway.surfaces.responses`), which picks native or hub per target. A stored
 response is written before the client sees its last event, so a client that chains at once on
 another replica finds it.
 """
@@ -39,10 +39,11 @@ from gateway.proxy import (
 )
 from gateway.responses.request import ResponsesRequest
 from gateway.responses.store import ResponseStore, StoredResponse
-from gateway.responses.stream import ChatToResponses, NativeWatch, sse
-from gateway.responses.translate import chat_to_response, decode, encode, new_id
-from gateway.runtime import ModelTarget, Runtime
-from gateway.sse import Usage
+from gateway.responses.stream import ChatToResponses, NativeStage, usage_of_response
+from gateway.responses.translate import chat_to_response, decode, encode
+from gateway.runtime import Runtime
+from gateway.surfaces import StreamChain
+from gateway.surfaces.responses import RESPONSES
 from gateway.telemetry.drain import Telemetry
 from gateway.telemetry.wire import PHASE_AUTH, PHASE_RESOLUTION
 
@@ -62,7 +63,8 @@ async def handle_create(
     req: ResponsesRequest | None = None
     try:
         body = await read_body(scope, proto, rt.max_body_bytes)
-        req = ResponsesRequest.parse(body)
+        req = RESPONSES.parse(body, scope.headers)
+        req.drop_tools = frozenset(rt.config.responses.drop_builtin_tools)
 
         out.auth_start_pc = perf_counter_ns()
         try:
@@ -98,19 +100,10 @@ async def handle_create(
             raise ModelNotFound(
                 f"model '{req.model}' does not exist or is not served by this gateway", param="model"
             )
-        drop = frozenset(rt.config.responses.drop_builtin_tools)
-        request = req
 
-        def prepare(target: ModelTarget) -> tuple[Any, str]:
-            if target.responses_native:
-                return request.native(), "responses"
-            return request.hub(drop), "chat"
-
-        attempt, entry = await _call_with_fallbacks(
-            rt, metrics, plan, req.view(), "responses", out, tel.enabled, prepare
-        )
+        attempt, entry = await _call_with_fallbacks(rt, metrics, plan, req, RESPONSES, out, tel.enabled)
         assert out.target is not None
-        native = out.target.responses_native
+        native = RESPONSES.api in out.target.urls
         headers = [
             ("x-request-id", request_id),
             ("x-tfy-resolved-model", entry.target),
@@ -119,51 +112,59 @@ async def handle_create(
         if req.dropped_tools and not native:
             headers.append(("x-tfy-dropped-tools", ",".join(dict.fromkeys(req.dropped_tools))))
         out.first_pc = attempt.first_pc
-        resp_id = new_id("resp")
         if attempt.resp is None:
-            if native:
-                data = attempt.body
-                response = _object(data)
-                if req.previous_id is not None and response is not None:
-                    # the gateway expanded the chain: say which response this one continues
-                    response["previous_response_id"] = req.previous_id
-                    data = encode(response)
-            else:
-                response = chat_to_response(attempt.body, req.body, resp_id)
-                data = encode(response)
+            out.usage = attempt.usage
+            response, data = _answer(req, attempt.body, native)
             out.body_out = data
-            out.usage = _usage(response)
             await _keep(store, req, response, subject)
             proto.response_bytes(200, [*JSON, *headers], data)
             return
         out.stream_start_pc = perf_counter_ns()
-        out.events = []
-        conv: _Native | _Translated = _Native() if native else _Translated(req.body, resp_id)
+        # The stage that speaks Responses: the native relay, or the last stage of the hub chain.
+        stage: NativeStage | ChatToResponses = (
+            attempt.relay.last if isinstance(attempt.relay, StreamChain) else attempt.relay  # type: ignore[assignment]
+        )
         try:
-            await _relay(proto, attempt, headers, conv, store, req, subject)
+            await _relay(proto, attempt, stage, headers, store, req, subject)
         finally:
             out.stream_end_pc = perf_counter_ns()
-            out.usage = _usage(conv.response)
-            if conv.response is not None:
-                out.body_out = encode(conv.response)
+            out.usage = usage_of_response(stage.response)
+            out.events = attempt.relay.events
     except GatewayError as exc:
         out.status, out.error = exc.status, exc
-        status, err_headers, err_body = error_response(exc)
+        status, err_headers, err_body = RESPONSES.error_response(exc)
         proto.response_bytes(status, [*err_headers, ("x-request-id", request_id)], err_body)
     except Exception:
         log.exception("unhandled error in request %s", request_id)
         internal = GatewayError("internal error")
         out.status, out.error = 500, internal
-        status, err_headers, err_body = error_response(internal)
+        status, err_headers, err_body = RESPONSES.error_response(internal)
         proto.response_bytes(status, [*err_headers, ("x-request-id", request_id)], err_body)
     finally:
         metrics.inflight_dec()
         if out.decision is not None and out.usage is not None:
             out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
-        view = req.view() if req is not None else None
-        cost = _record_metrics(rt, metrics, view, out)
+        cost = _record_metrics(rt, metrics, req, out)
         if tel.enabled:
-            _record_trace(tel, scope.path, "responses", view, out, cost)
+            _record_trace(tel, scope.path, RESPONSES, req, out, cost)
+
+
+def _answer(req: ResponsesRequest, body: bytes, native: bool) -> tuple[dict[str, Any] | None, bytes]:
+    """The Response object and bytes for a non-streamed attempt's body."""
+    if not native:
+        response = chat_to_response(body, req.obj, req.resp_id)
+        return response, encode(response)
+    try:
+        obj = decode(body)
+    except msgspec.DecodeError:
+        return None, body
+    if not isinstance(obj, dict):
+        return None, body
+    if req.previous_id is not None:
+        # The gateway expanded the chain: say which response this one continues.
+        obj["previous_response_id"] = req.previous_id
+        return obj, encode(obj)
+    return obj, body
 
 
 def chain_items(prev: StoredResponse) -> list[dict[str, Any]]:
@@ -171,22 +172,6 @@ def chain_items(prev: StoredResponse) -> list[dict[str, Any]]:
     context = decode(prev.context)
     output = decode(prev.response).get("output") or []
     return [*context, *output]
-
-
-def _object(data: bytes) -> dict[str, Any] | None:
-    try:
-        obj = decode(data)
-    except msgspec.DecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _usage(response: dict[str, Any] | None) -> Usage | None:
-    usage = response.get("usage") if response is not None else None
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
-    return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
 
 
 async def _keep(
@@ -214,72 +199,11 @@ async def _keep(
         log.exception("storing response %s failed", resp_id)
 
 
-# --- streams -------------------------------------------------------------------------------------
-
-
-class _Native:
-    """A Responses stream from the provider, relayed as is."""
-
-    def __init__(self) -> None:
-        self.watch = NativeWatch()
-        self.events = 0
-
-    def opening(self) -> bytes:
-        return b""
-
-    def convert(self, relayed: bytes) -> bytes:
-        self.watch.feed(relayed)
-        self.events += relayed.count(b"\n\n")
-        return relayed
-
-    @property
-    def done(self) -> bool:
-        return self.watch.done
-
-    @property
-    def response(self) -> dict[str, Any] | None:
-        return self.watch.response
-
-    def fail(self, code: str, message: str) -> bytes:
-        payload = {
-            "type": "error",
-            "code": code,
-            "message": message,
-            "param": None,
-            "sequence_number": self.events,
-        }
-        return sse("error", payload)
-
-
-class _Translated:
-    """A chat-completions stream (any provider, after its adapter) turned into Responses events."""
-
-    def __init__(self, body: dict[str, Any], resp_id: str) -> None:
-        self.conv = ChatToResponses(body, resp_id)
-
-    def opening(self) -> bytes:
-        return self.conv.start()
-
-    def convert(self, relayed: bytes) -> bytes:
-        return self.conv.feed(relayed) if relayed else b""
-
-    @property
-    def done(self) -> bool:
-        return self.conv.done
-
-    @property
-    def response(self) -> dict[str, Any] | None:
-        return self.conv.response
-
-    def fail(self, code: str, message: str) -> bytes:
-        return self.conv.finish(code, message)
-
-
 async def _relay(
     proto: Any,
     attempt: Attempt,
+    stage: NativeStage | ChatToResponses,
     headers: list[tuple[str, str]],
-    conv: _Native | _Translated,
     store: ResponseStore,
     req: ResponsesRequest,
     subject: str,
@@ -299,26 +223,26 @@ async def _relay(
     transport = proto.response_stream(200, [*SSE_HEADERS, *headers])
 
     async def send(data: bytes) -> None:
-        if conv.done:
-            await _keep(store, req, conv.response, subject)
+        if stage.done:
+            await _keep(store, req, stage.response, subject)
         if data:
             await transport.send_bytes(data)
 
     try:
-        await send(conv.opening() + conv.convert(attempt.first_out))
-        while not conv.done:
+        await send(attempt.first_out)
+        while not stage.done:
             try:
                 chunk = await resp.next_chunk()
             except GatewayError as exc:
-                await transport.send_bytes(conv.fail(exc.code or "upstream_error", exc.message))
+                await transport.send_bytes(stage.fail(exc.code or "upstream_error", exc.message))
                 return
             if chunk is None:
                 break
-            await send(conv.convert(attempt.feed(chunk)))
-        if not conv.done and attempt.relay is not None:
-            await send(conv.convert(attempt.relay.flush()))
-        if not conv.done:
-            await transport.send_bytes(conv.fail("stream_truncated", "the provider ended the stream early"))
+            await send(attempt.feed(chunk))
+        if not stage.done:
+            await send(attempt.relay.flush())
+        if not stage.done:
+            await transport.send_bytes(stage.fail("stream_truncated", "the provider ended the stream early"))
     except asyncio.CancelledError:
         if not watcher.done():
             raise  # cancelled by shutdown, not by the client

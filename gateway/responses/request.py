@@ -11,13 +11,14 @@ chain), so the body is decoded whole, then the bodies sent upstream are built pe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
-from gateway.body import ParsedRequest, parse_request
+from gateway.body import ParsedRequest
 from gateway.errors import InvalidRequest
-from gateway.responses.translate import normalize_input, to_chat_request
+from gateway.responses.translate import new_id, normalize_input, to_chat_request
 
 _decode_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _decode = msgspec.json.Decoder().decode
@@ -31,20 +32,22 @@ def _typed(body: dict[str, Any], key: str, typ: type | tuple[type, ...], name: s
     return value
 
 
-class ResponsesRequest:
-    """What the gateway reads from a Responses request, and the bodies it sends for it."""
+class ResponsesRequest(ParsedRequest):
+    """The request view of a Responses call: what the gateway reads, and the bodies it sends.
+
+    ``history`` and ``conversation_id`` are filled by the handler from the stored
+    ``previous_response_id`` chain; ``drop_tools`` from the operator's config."""
 
     def __init__(self, raw: bytes, fields: dict[str, msgspec.Raw], body: dict[str, Any]) -> None:
-        self.raw = raw
-        self.fields = fields
-        self.body = body
         model = _typed(body, "model", str, "a string")
         if not model:
             raise InvalidRequest(
                 "missing required parameter: 'model'", param="model", code="missing_required_parameter"
             )
-        self.model: str = model
-        self.stream = bool(_typed(body, "stream", bool, "a boolean"))
+        stream = bool(_typed(body, "stream", bool, "a boolean"))
+        # wants_usage: nothing is stripped from the hub stream, its usage chunk ends a response.
+        super().__init__(raw, fields, model, stream, True)
+        self.obj = body
         self.store = _typed(body, "store", bool, "a boolean") is not False
         self.previous_id: str | None = _typed(body, "previous_response_id", str, "a string")
         if body.get("background"):
@@ -60,11 +63,13 @@ class ResponsesRequest:
         self.mcp_tools = [t for t in tools if isinstance(t, dict) and t.get("type") == "mcp"]
         _typed(body, "metadata", dict, "an object")
         _typed(body, "max_output_tokens", int, "an integer")
+        self.resp_id = new_id("resp")  # the id of a translated response
         self.history: list[dict[str, Any]] = []  # the stored chain before this request
         self.conversation_id: str | None = None
+        self.drop_tools: frozenset[str] = frozenset()
         self.dropped_tools: list[str] = []
-        self._hub: ParsedRequest | None = None
-        self._native: ParsedRequest | None = None
+        self._hub: dict[str, Any] | None = None
+        self._native: dict[str, msgspec.Raw] | None = None
 
     @classmethod
     def parse(cls, raw: bytes) -> ResponsesRequest:
@@ -84,39 +89,36 @@ class ResponsesRequest:
             raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
         return cls(raw, fields, {k: _decode(v) for k, v in fields.items()})
 
-    def view(self) -> ParsedRequest:
-        """The request as the proxy's bookkeeping sees it (model, stream, the client's bytes)."""
-        return ParsedRequest(self.raw, self.fields, self.model, self.stream, True)
-
-    def native(self) -> ParsedRequest:
-        """The body for a target that speaks Responses (``model`` is rewritten per attempt).
-
-        ``stream_options`` is never injected (Responses streams always end with usage)."""
+    def native_body(self, model: str, overrides: Mapping[str, Any] | None) -> bytes:
+        """The body for a target that speaks Responses: the client's, ``model`` rewritten, a
+        stored chain expanded into ``input``; ``stream_options`` is never injected."""
         if self._native is None:
-            if self.previous_id is None:
-                self._native = ParsedRequest(self.raw, self.fields, self.model, self.stream, True)
-            else:
-                fields = dict(self.fields)
+            fields = dict(self.fields)
+            if self.previous_id is not None:
                 del fields["previous_response_id"]
-                given = self.body["input"]
+                given = self.obj["input"]
                 current = given if isinstance(given, list) else [{"role": "user", "content": given}]
                 fields["input"] = msgspec.Raw(_encode(native_items(self.history) + current))
-                raw = _encode(fields)
-                self._native = ParsedRequest(raw, fields, self.model, self.stream, True)
-        return self._native
+            self._native = fields
+        fields = dict(self._native)
+        fields["model"] = msgspec.Raw(_encode(model))
+        if overrides:
+            for key, value in overrides.items():
+                fields[key] = msgspec.Raw(_encode(value))
+        return _encode(fields)
 
-    def hub(self, drop_tools: frozenset[str]) -> ParsedRequest:
-        """The chat-completions hub body (translated once; ``model`` is rewritten per attempt).
+    def hub_request(self) -> dict[str, Any]:
+        """The chat-completions hub request (translated once; a fresh copy per attempt, which
+        the provider adapter may change).
 
         Raises:
             InvalidRequest: a field chat completions cannot honour, named.
         """
         if self._hub is None:
-            chat, self.dropped_tools = to_chat_request(
-                self.body, self.history, self.items, self.model, drop_tools
+            self._hub, self.dropped_tools = to_chat_request(
+                self.obj, self.history, self.items, self.model, self.drop_tools
             )
-            self._hub = parse_request(_encode(chat), "chat")
-        return self._hub
+        return dict(self._hub)
 
 
 def native_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ adapter) into the Responses event sequence OpenAI sends, each with its ``sequenc
     response.completed | response.incomplete (finish_reason length / content_filter)
     | response.failed (an error event from the provider, or a stream cut short)
 
-:class:`NativeWatch` reads a passed-through Responses stream without changing it: it notices
+:class:`NativeStage` relays a passed-through Responses stream without changing it: it notices
 the terminal event and keeps its Response object (usage, the stored copy).
 """
 
@@ -34,11 +34,13 @@ from gateway.responses.translate import (
     skeleton,
     usage_of_chat,
 )
+from gateway.sse import Usage
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+_TERMINAL_BYTES = tuple(t.encode() for t in TERMINAL)
 
 
 def sse(kind: str, payload: dict[str, Any]) -> bytes:
@@ -78,8 +80,9 @@ class _Item:
 class ChatToResponses:
     """Chat SSE bytes in (any chunking), Responses SSE bytes out; :attr:`response` at the end.
 
-    Call :meth:`start` once (the opening events), :meth:`feed` per chunk, and :meth:`finish`
-    when the upstream ended without ``[DONE]`` (the response fails with ``error``).
+    A stream stage (:class:`gateway.surfaces.StreamStage`): the first :meth:`feed` also
+    returns the opening events; :meth:`finish` ends a stream the upstream left without
+    ``[DONE]`` (the response fails with ``error``).
     """
 
     def __init__(self, body: dict[str, Any], resp_id: str, created_at: int | None = None) -> None:
@@ -88,6 +91,7 @@ class ChatToResponses:
             body, resp_id, int(time.time()) if created_at is None else created_at, "in_progress"
         )
         self.done = False
+        self._started = False
         self._seq = 0
         self._buf = b""
         self._items: list[_Item] = []
@@ -104,7 +108,10 @@ class ChatToResponses:
         out.append(sse(kind, payload))
 
     def start(self) -> bytes:
-        """``response.created`` and ``response.in_progress``."""
+        """``response.created`` and ``response.in_progress`` (once; :meth:`feed` calls it)."""
+        if self._started:
+            return b""
+        self._started = True
         out: list[bytes] = []
         self._ev(out, "response.created", response=self.response)
         self._ev(out, "response.in_progress", response=self.response)
@@ -115,7 +122,7 @@ class ChatToResponses:
         if self.done:
             return b""
         payloads, self._buf = _data_lines(self._buf + chunk)
-        out: list[bytes] = []
+        out: list[bytes] = [self.start()]
         for payload in payloads:
             if payload == b"[DONE]":
                 self._complete(out)
@@ -135,11 +142,15 @@ class ChatToResponses:
             self._chunk(obj, out)
         return b"".join(out)
 
-    def finish(self, code: str, message: str) -> bytes:
+    def flush(self) -> bytes:
+        """Nothing is held back: an incomplete chat event at the end carries nothing usable."""
+        return b""
+
+    def fail(self, code: str, message: str) -> bytes:
         """End a stream the upstream left early: ``response.failed`` with ``error``."""
         if self.done:
             return b""
-        out: list[bytes] = []
+        out: list[bytes] = [self.start()]
         self._fail(out, code, message)
         return b"".join(out)
 
@@ -303,35 +314,78 @@ class ChatToResponses:
         self.done = True
 
 
-class NativeWatch:
-    """Watches a passed-through Responses stream: the terminal event and its Response object."""
+class NativeStage:
+    """A passed-through Responses stream: relays complete events as they arrive, notices the
+    terminal event and keeps its Response object (usage, the stored copy)."""
 
-    __slots__ = ("_buf", "done", "response")
+    __slots__ = ("_tail", "done", "response", "events", "keep_events", "count")
 
-    def __init__(self) -> None:
-        self._buf = b""
+    def __init__(self, keep_events: bool = False) -> None:
+        self._tail = b""
         self.done = False
         self.response: dict[str, Any] | None = None
+        self.keep_events = keep_events
+        self.events: list[bytes] = []
+        self.count = 0  # events relayed: the sequence number of an error event we add
 
-    def feed(self, chunk: bytes) -> None:
-        """Look at relayed bytes; only events naming a terminal type are decoded."""
-        if self.done:
-            return
-        data = self._buf + chunk
-        if not any(t.encode() in data for t in TERMINAL):
-            # Keep only what could hold the start of a terminal event split across chunks.
-            end = data.rfind(b"\n\n")
-            self._buf = data[end + 2 :] if end >= 0 else data
-            return
-        payloads, self._buf = _data_lines(data)
+    def feed(self, chunk: bytes) -> bytes:
+        """The complete events in ``tail + chunk`` (maybe empty); only a terminal one is decoded."""
+        data = self._tail + chunk if self._tail else chunk
+        if b"\r\n" in data:
+            data = data.replace(b"\r\n", b"\n")
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._tail = data
+            return b""
+        complete, self._tail = data[: end + 2], data[end + 2 :]
+        self.count += complete.count(b"\n\n")
+        if not self.done and any(t in complete for t in _TERMINAL_BYTES):
+            self._read_terminal(complete)
+        if self.keep_events:
+            self.events.append(complete)
+        return complete
+
+    def _read_terminal(self, block: bytes) -> None:
+        payloads, _ = _data_lines(block)
         for payload in payloads:
-            if not any(t.encode() in payload for t in TERMINAL):
+            if not any(t in payload for t in _TERMINAL_BYTES):
                 continue
             try:
                 obj = _decode(payload)
             except msgspec.DecodeError:
                 continue
             if isinstance(obj, dict) and obj.get("type") in TERMINAL:
-                self.response = obj.get("response") if isinstance(obj.get("response"), dict) else None
+                response = obj.get("response")
+                self.response = response if isinstance(response, dict) else None
                 self.done = True
                 return
+
+    def flush(self) -> bytes:
+        """Whatever incomplete tail is left when the upstream closes (passed through as is)."""
+        tail, self._tail = self._tail, b""
+        return tail
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token usage of the terminal event's response (None before it)."""
+        return usage_of_response(self.response)
+
+    def fail(self, code: str, message: str) -> bytes:
+        """An ``error`` event ending a stream the provider left early."""
+        payload = {
+            "type": "error",
+            "sequence_number": self.count,
+            "code": code,
+            "message": message,
+            "param": None,
+        }
+        return sse("error", payload)
+
+
+def usage_of_response(response: dict[str, Any] | None) -> Usage | None:
+    """The gateway's :class:`Usage` of a Response object (None when it has none)."""
+    usage = response.get("usage") if response is not None else None
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+    return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # OTLP enum values, kept numeric so the exporter maps them 1:1.
 SPAN_KIND_INTERNAL = 1
@@ -116,7 +116,7 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     start_pc: int
     end_pc: int
     path: str
-    endpoint: str  # chat | completions | embeddings | responses
+    endpoint: str  # the kind of call: chat | completions | embeddings | responses
     status: int  # HTTP status sent to the client
     error_type: str  # "" on success
     error_message: str
@@ -142,6 +142,9 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     cost_usd: float | None
     response_body: bytes  # the JSON response (non-streamed)
     response_sse: bytes  # the SSE events as sent (streamed)
+    # The inbound API (gateway.surfaces): the shape of request_body and response_*; "" in
+    # records from before schema 3, which were all in the shape their endpoint names.
+    surface: str = ""
 
     @property
     def span_count(self) -> int:
