@@ -251,7 +251,11 @@ class NatsStore(ResponseStore):
         await self._wait_ready()
         value = _encode(stored)
         if len(value) > self._max_value:
-            await asyncio.wait_for(self._obj.put(stored.id, value), self.timeout_s * 4)
+            from nats.js.api import ObjectMeta, ObjectMetaOptions
+
+            # Chunks must fit the server's payload limit too (the client's default is 128 KiB).
+            meta = ObjectMeta(name=stored.id, options=ObjectMetaOptions(max_chunk_size=self._max_value))
+            await asyncio.wait_for(self._obj.put(stored.id, value, meta=meta), self.timeout_s * 4)
             value = _OBJECT_MARKER
         await asyncio.wait_for(self._kv.put(stored.id, value), self.timeout_s)
 
