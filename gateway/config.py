@@ -23,6 +23,7 @@ import yaml
 
 from exporter.config import ExporterConfig
 from gateway.access.config import AccessRule, AuthConfig, RateLimitRule
+from gateway.mcp.config import AccessMcpRule, McpServerConfig
 from gateway.routing.config import VirtualModelConfig
 from gateway.telemetry.wire import TracingConfig, substitute_env
 
@@ -114,6 +115,8 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     metrics: MetricsConfig = MetricsConfig()
     cluster: ClusterConfig | None = None
     reload: ReloadConfig = ReloadConfig()
+    mcp_servers: list[McpServerConfig] = []
+    access_mcp: list[AccessMcpRule] | None = None
 
     def provider_names(self) -> set[str]:
         return {p.name for p in self.providers}
@@ -244,9 +247,10 @@ def _semantic_checks() -> list[SemanticCheck]:
     # Imported here: each capability owns the checks of its own section.
     from exporter.config import check_exporter
     from gateway.access.config import check_access
+    from gateway.mcp.config import check_mcp
     from gateway.routing.config import check_routing
 
-    return [_check_core, check_access, check_routing, check_exporter, _check_metrics]
+    return [_check_core, check_access, check_routing, check_exporter, _check_metrics, check_mcp]
 
 
 # --- entry points --------------------------------------------------------------------------------
