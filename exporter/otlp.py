@@ -51,6 +51,7 @@ MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
 # Attributes that carry (or may echo) the user's request or response.
 REQUEST_DATA_ATTRIBUTES: Final = frozenset(
     {"tfy.input", "tfy.output", "tfy.input_short_hand", "tfy.error_message"}
+    | {"gen_ai.tool.call.arguments", "gen_ai.tool.call.result"}  # MCP tool calls (expand_mcp)
 )
 
 _INT64_MIN: Final = -(1 << 63)

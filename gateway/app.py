@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
+from gateway.mcp.http import handle_mcp
 from gateway.metrics import Metrics
 from gateway.proxy import handle_llm, respond_json
 from gateway.reload import ConfigReloader
@@ -141,6 +142,9 @@ class GatewayApp:
         rt = self.runtime
         assert rt is not None, "__rsgi_init__ was not called"
         path, method = scope.path, scope.method
+        if path.startswith("/mcp/"):
+            await handle_mcp(self, scope, proto)
+            return
         surface = LLM_ROUTES.get(path)
         if surface is not None:
             if method == "POST":

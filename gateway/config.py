@@ -23,6 +23,7 @@ import yaml
 
 from exporter.config import ExporterConfig
 from gateway.access.config import AccessRule, AuthConfig, RateLimitRule
+from gateway.mcp.config import AccessMcpRule, McpServerConfig
 from gateway.responses.config import ResponsesConfig
 from gateway.routing.config import VirtualModelConfig
 from gateway.telemetry.wire import TracingConfig, substitute_env
@@ -118,6 +119,8 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     metrics: MetricsConfig = MetricsConfig()
     cluster: ClusterConfig | None = None
     reload: ReloadConfig = ReloadConfig()
+    mcp_servers: list[McpServerConfig] = []
+    access_mcp: list[AccessMcpRule] | None = None
     responses: ResponsesConfig = ResponsesConfig()
 
     def provider_names(self) -> set[str]:
@@ -249,10 +252,19 @@ def _semantic_checks() -> list[SemanticCheck]:
     # Imported here: each capability owns the checks of its own section.
     from exporter.config import check_exporter
     from gateway.access.config import check_access
+    from gateway.mcp.config import check_mcp
     from gateway.responses.config import check_responses
     from gateway.routing.config import check_routing
 
-    return [_check_core, check_access, check_routing, check_exporter, _check_metrics, check_responses]
+    return [
+        _check_core,
+        check_access,
+        check_routing,
+        check_exporter,
+        _check_metrics,
+        check_mcp,
+        check_responses,
+    ]
 
 
 # --- entry points --------------------------------------------------------------------------------

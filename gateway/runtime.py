@@ -99,6 +99,11 @@ class Runtime:
             config, previous=previous.access if previous is not None else None
         )
         self.open_access = self.access.authenticator is None
+        from gateway.mcp.core import McpGateway  # the MCP registry lives and reloads with the rest
+
+        self.mcp: McpGateway = McpGateway(
+            config, self.access, previous=previous.mcp if previous is not None else None
+        )
         self.prices = PriceTable.from_config(config.metrics.prices_file, config.metrics.prices)
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
         self.all_model_ids = [*self.models, *self.router.virtual_models()]
@@ -136,6 +141,7 @@ class Runtime:
             await self.access.stop()
         except Exception:
             log.exception("stopping access control failed")
+        await self.mcp.aclose()
         for client in self.clients.values():
             try:
                 await client.aclose()

@@ -106,6 +106,38 @@ class AttemptRecord(msgspec.Struct, array_like=True, gc=False):
     error_message: str = ""
 
 
+class McpCallRecord(msgspec.Struct, array_like=True, gc=False):
+    """One JSON-RPC message the MCP gateway sent upstream (a CLIENT span, see ``expand_mcp``)."""
+
+    span_id: bytes  # the one forwarded in ``traceparent`` and ``params._meta.traceparent``
+    server: str  # the upstream server (a composite's member)
+    method: str  # mcp.method.name
+    target: str  # the tool or prompt name upstream ("" when the method has none)
+    request_id: str  # jsonrpc.request.id ("" for a notification)
+    start_pc: int
+    end_pc: int
+    status: int  # the upstream's HTTP status; 0: no answer
+    error_type: str = ""  # JSON-RPC error code, "tool_error" (result isError) or a transport code
+    error_message: str = ""
+    arguments: bytes = b""  # tools/call arguments (JSON), content
+    result: bytes = b""  # tools/call result (JSON), content
+    server_address: str = ""
+    server_port: int = 0
+
+
+class McpRecord(msgspec.Struct, array_like=True, gc=False):
+    """What an MCP request (``/mcp/{server}``) adds to its :class:`TraceRecord`."""
+
+    server: str  # as the client addressed it (plain or composite)
+    http_method: str  # POST | GET | DELETE
+    method: str  # the client's JSON-RPC method ("" for GET/DELETE or a response)
+    target: str  # the tool or prompt name the client asked for
+    request_id: str
+    session_id: str  # the gateway session id ("" for the stateless revision)
+    protocol_version: str
+    calls: tuple[McpCallRecord, ...] = ()
+
+
 class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     """Everything one request's spans are built from; made once, when the request ends."""
 
@@ -145,6 +177,7 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     # The inbound API (gateway.surfaces): the shape of request_body and response_*; "" in
     # records from before schema 3, which were all in the shape their endpoint names.
     surface: str = ""
+    mcp: McpRecord | None = None  # set on MCP gateway requests (endpoint "mcp")
 
     @property
     def span_count(self) -> int:
@@ -156,6 +189,7 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
             + (self.resolved_pc != 0)
             + len(self.attempts)
             + (self.stream_start_pc != 0)
+            + (len(self.mcp.calls) if self.mcp is not None else 0)
         )
 
 
