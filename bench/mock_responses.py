@@ -11,11 +11,15 @@ The mock routes here every POST to ``…/responses`` and every chat completion t
 - With tools: when the last user text mentions "weather" and no tool result follows it, the
   answer is a call of the first function tool with ``{"location": "Paris"}`` (arguments stream
   as several deltas); once a tool result is there, the answer is text quoting that result.
+- Scripts: a user text ``call add {"a": 2, "b": 3} then call echo {"text": "hi"}`` makes the
+  answers call those tools in turn (one per tool result seen), then quote the last result; the
+  Anthropic mock follows the same scripts (:func:`anthropic_plan`).
 - Model names ``error-<status>`` answer that status; ``cut-<n>`` ends a stream after n events.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -32,14 +36,22 @@ TOOL_ARGS = '{"location": "Paris"}'
 CALL_ID = "call_mock01"
 
 
+def _args(tool: dict[str, Any]) -> str:
+    return str(tool.get("arguments", TOOL_ARGS))
+
+
+def _call_id(tool: dict[str, Any]) -> str:
+    return str(tool.get("call_id", CALL_ID))
+
+
 def handles(path: str, body: bytes) -> bool:
     """Whether a POST belongs here rather than to the plain chat mock."""
     return path.endswith("/responses") or (path.endswith("/chat/completions") and b'"tools"' in body)
 
 
-def _plan_items(items: list[Any]) -> tuple[str, str | None]:
-    """(last user text, the last tool result after it or None) of Responses input items."""
-    user, result = "", None
+def _plan_items(items: list[Any]) -> tuple[str, str | None, int]:
+    """(last user text, the last tool result after it or None, results after it) of input items."""
+    user, result, step = "", None, 0
     for item in items:
         if not isinstance(item, dict):
             continue
@@ -50,14 +62,14 @@ def _plan_items(items: list[Any]) -> tuple[str, str | None]:
                 user = content
             elif isinstance(content, list):
                 user = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-            result = None
+            result, step = None, 0
         elif kind == "function_call_output":
-            result = str(item.get("output"))
-    return user, result
+            result, step = str(item.get("output")), step + 1
+    return user, result, step
 
 
-def _plan_messages(messages: list[Any]) -> tuple[str, str | None]:
-    user, result = "", None
+def _plan_messages(messages: list[Any]) -> tuple[str, str | None, int]:
+    user, result, step = "", None, 0
     for m in messages:
         if not isinstance(m, dict):
             continue
@@ -67,15 +79,50 @@ def _plan_messages(messages: list[Any]) -> tuple[str, str | None]:
                 user = content
             elif isinstance(content, list):
                 user = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-            result = None
+            result, step = None, 0
         elif m.get("role") == "tool":
-            result = str(m.get("content"))
-    return user, result
+            result, step = str(m.get("content")), step + 1
+    return user, result, step
 
 
-def _answer(req: dict[str, Any], user: str, result: str | None) -> tuple[list[str], dict[str, Any] | None]:
+_SCRIPT = re.compile(r"call (\w+) (\{[^}]*\})")
+
+
+def scripted(user: str, step: int) -> tuple[str, str] | None:
+    """The ``step``-th call of a script in the user's text (``call add {"a": 1} then call …``)."""
+    calls = _SCRIPT.findall(user)
+    return (calls[step][0], calls[step][1]) if step < len(calls) else None
+
+
+def anthropic_plan(req: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None, str] | None:
+    """The mock Messages answer for a scripted user text (None: not scripted)."""
+    user, step, result = "", 0, None
+    for m in req.get("messages") or []:
+        content = m.get("content") if isinstance(m, dict) else None
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+        if m.get("role") == "user" and any(b.get("type") == "text" for b in blocks):
+            user = " ".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+            step, result = 0, None
+        for b in blocks:
+            if b.get("type") == "tool_result":
+                step += 1
+                result = b.get("content")
+                result = result if isinstance(result, str) else _json.encode(result).decode()
+    if not _SCRIPT.search(user):
+        return None
+    call = scripted(user, step)
+    if call is None:
+        return [f"The tool said: {result}"], None, "end_turn"
+    tool = {"id": f"toolu_mock{step}", "name": call[0], "input": _decode(call[1])}
+    return ["Calling."], tool, "tool_use"
+
+
+def _answer(req: dict[str, Any], user: str, result: str | None, step: int = 0) -> tuple[list[str], dict[str, Any] | None]:
     """Text pieces and the tool to call (or None)."""
     tools = [t for t in req.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    call = scripted(user, step)
+    if call is not None:
+        return [], {"name": call[0], "arguments": call[1], "call_id": f"call_mock{step}"}
     if tools and result is None and "weather" in user.lower():
         tool = tools[0]
         name = tool.get("name") or (tool.get("function") or {}).get("name") or "tool"
@@ -120,8 +167,8 @@ def _response(req: dict[str, Any], status: str, output: list[Any], usage: Any, r
 
 def _items(pieces: list[str], tool: dict[str, Any] | None) -> list[dict[str, Any]]:
     if tool is not None:
-        return [{"id": "fc_mock01", "type": "function_call", "status": "completed", "call_id": CALL_ID,
-                 "name": tool["name"], "arguments": TOOL_ARGS}]  # fmt: skip
+        return [{"id": "fc_mock01", "type": "function_call", "status": "completed", "call_id": _call_id(tool),
+                 "name": tool["name"], "arguments": _args(tool)}]  # fmt: skip
     text = "".join(pieces)
     part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
     return [{"id": "msg_mock01", "type": "message", "role": "assistant", "status": "completed", "content": [part]}]
@@ -143,11 +190,12 @@ def _stream_events(req: dict[str, Any], pieces: list[str], tool: dict[str, Any] 
     if tool is not None:
         added = {**item, "arguments": "", "status": "in_progress"}
         events.append(_event(seq, "response.output_item.added", output_index=0, item=added))
-        for k in range(0, len(TOOL_ARGS), 8):
+        args = _args(tool)
+        for k in range(0, len(args), 8):
             events.append(_event(seq, "response.function_call_arguments.delta", item_id=item["id"],
-                                 output_index=0, delta=TOOL_ARGS[k : k + 8]))  # fmt: skip
+                                 output_index=0, delta=args[k : k + 8]))  # fmt: skip
         events.append(_event(seq, "response.function_call_arguments.done", item_id=item["id"], output_index=0,
-                             name=item["name"], arguments=TOOL_ARGS))  # fmt: skip
+                             name=item["name"], arguments=args))  # fmt: skip
     else:
         added = {**item, "content": [], "status": "in_progress"}
         ids = {"item_id": item["id"], "output_index": 0, "content_index": 0}
@@ -178,10 +226,11 @@ def _chat_events(req: dict[str, Any], pieces: list[str], tool: dict[str, Any] | 
     model = req.get("model", "mock")
     events = [_chat_chunk(model, {"role": "assistant", "content": ""}, None)]
     if tool is not None:
-        call = {"index": 0, "id": CALL_ID, "type": "function", "function": {"name": tool["name"], "arguments": ""}}
+        call = {"index": 0, "id": _call_id(tool), "type": "function", "function": {"name": tool["name"], "arguments": ""}}
         events.append(_chat_chunk(model, {"tool_calls": [call]}, None))
-        for k in range(0, len(TOOL_ARGS), 8):
-            frag = {"index": 0, "function": {"arguments": TOOL_ARGS[k : k + 8]}}
+        args = _args(tool)
+        for k in range(0, len(args), 8):
+            frag = {"index": 0, "function": {"arguments": args[k : k + 8]}}
             events.append(_chat_chunk(model, {"tool_calls": [frag]}, None))
         events.append(_chat_chunk(model, {}, "tool_calls"))
     else:
@@ -200,8 +249,8 @@ def _chat_events(req: dict[str, Any], pieces: list[str], tool: dict[str, Any] | 
 def _chat_body(req: dict[str, Any], pieces: list[str], tool: dict[str, Any] | None) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces) or None}
     if tool is not None:
-        message["tool_calls"] = [{"id": CALL_ID, "type": "function",
-                                  "function": {"name": tool["name"], "arguments": TOOL_ARGS}}]  # fmt: skip
+        message["tool_calls"] = [{"id": _call_id(tool), "type": "function",
+                                  "function": {"name": tool["name"], "arguments": _args(tool)}}]  # fmt: skip
     n = max(len(pieces), 1)
     return _json.encode(
         {

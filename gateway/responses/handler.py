@@ -11,8 +11,10 @@ another replica finds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from time import perf_counter_ns
 from typing import Any
 from urllib.parse import parse_qs
@@ -37,11 +39,14 @@ from gateway.proxy import (
     _record_trace,
     read_body,
 )
+from gateway.responses.agent import AgentLoop, check_mcp_tools
 from gateway.responses.request import ResponsesRequest
 from gateway.responses.store import ResponseStore, StoredResponse
-from gateway.responses.stream import ChatToResponses, NativeStage, usage_of_response
+from gateway.responses.stream import ChatToResponses, ItemEvents, NativeStage, usage_of_response
 from gateway.responses.translate import chat_to_response, decode, encode
+from gateway.routing import RoutePlan
 from gateway.runtime import Runtime
+from gateway.sse import Usage
 from gateway.surfaces import StreamChain
 from gateway.surfaces.responses import RESPONSES
 from gateway.telemetry.drain import Telemetry
@@ -86,12 +91,9 @@ async def handle_create(
                 )
             req.history = chain_items(prev)
             req.conversation_id = prev.conversation_id
-        if req.mcp_tools:
-            raise InvalidRequest(
-                "tools of type 'mcp' are not available on this gateway",
-                param="tools",
-                code="unsupported_tool",
-            )
+        servers = check_mcp_tools(req, rt.mcp) if req.mcp_tools else []
+        if not servers and any(i.get("type") == "mcp_approval_response" for i in req.items):
+            raise InvalidRequest("mcp_approval_response items need the request's mcp tools", param="tools")
 
         plan = out.plan = rt.router.plan(req.model)
         out.resolved_pc = perf_counter_ns()
@@ -101,6 +103,14 @@ async def handle_create(
                 f"model '{req.model}' does not exist or is not served by this gateway", param="model"
             )
 
+        if servers:
+            loop = AgentLoop(
+                req, servers, rt.mcp, decision.principal, decision.metadata, rt.config.responses.max_tool_calls,
+                (out.trace_id, out.span_id, out.flags),
+            )  # fmt: skip
+            headers = [("x-request-id", request_id), *decision.response_headers]
+            await run_agent(rt, tel, metrics, plan, req, out, loop, proto, headers, store, subject)
+            return
         attempt, entry = await _call_with_fallbacks(rt, metrics, plan, req, RESPONSES, out, tel.enabled)
         assert out.target is not None
         native = RESPONSES.api in out.target.urls
@@ -147,6 +157,97 @@ async def handle_create(
         cost = _record_metrics(rt, metrics, req, out)
         if tel.enabled:
             _record_trace(tel, scope.path, RESPONSES, req, out, cost)
+
+
+async def run_agent(
+    rt: Runtime,
+    tel: Telemetry,
+    metrics: Metrics,
+    plan: RoutePlan,
+    req: ResponsesRequest,
+    out: Outcome,
+    loop: AgentLoop,
+    proto: Any,
+    headers: list[tuple[str, str]],
+    store: ResponseStore,
+    subject: str,
+) -> None:
+    """Run the agent loop (:mod:`.agent`): each model call through the plan's retries and
+    fallbacks, items streamed as they are made, the whole loop stopped if the client leaves."""
+
+    async def call_model(body: dict[str, Any]) -> dict[str, Any]:
+        view = ResponsesRequest.parse(encode(body))
+        view.drop_tools = req.drop_tools
+        attempt, _ = await _call_with_fallbacks(rt, metrics, plan, view, RESPONSES, out, tel.enabled)
+        if out.first_pc == 0:
+            out.first_pc = attempt.first_pc
+        if view.dropped_tools:
+            req.dropped_tools = view.dropped_tools
+        response, _ = _answer(view, attempt.body, out.target is not None and RESPONSES.api in out.target.urls)
+        return response or {}
+
+    created = int(time.time())
+    final: dict[str, Any] | None = None
+    async with _client_watch(proto) as left:
+        try:
+            if not req.stream:
+                await loop.run(call_model)
+                final = loop.response(req.resp_id, created)
+                await _keep(store, req, final, subject)
+                data = encode(final)
+                out.body_out = data
+                if req.dropped_tools:
+                    headers.append(("x-tfy-dropped-tools", ",".join(dict.fromkeys(req.dropped_tools))))
+                proto.response_bytes(200, [*JSON, *headers], data)
+                return
+            transport = proto.response_stream(200, [*SSE_HEADERS, *headers])
+            events = ItemEvents(loop.response(req.resp_id, created, "in_progress"))
+            await transport.send_bytes(events.opening())
+
+            async def emit(item: dict[str, Any]) -> None:
+                await transport.send_bytes(events.item(item))
+
+            loop.emit = emit
+            out.stream_start_pc = perf_counter_ns()
+            try:
+                await loop.run(call_model)
+                final = loop.response(req.resp_id, created)
+                await _keep(store, req, final, subject)
+            except GatewayError as exc:  # the client has events: end with a failed response
+                out.status, out.error = exc.status, exc
+                final = loop.response(req.resp_id, created, "failed")
+                final["error"] = {"code": exc.code or "upstream_error", "message": exc.message}
+            await transport.send_bytes(events.terminal(final))
+            out.body_out = encode(final)
+        except asyncio.CancelledError:
+            if not left.done():
+                raise  # shutdown, not the client
+            out.status = 499  # the client left: the loop stopped, no upstream call outlives it
+        except (ProtocolClosed, ProtocolError) as exc:
+            log.debug("agent stream to client ended: %s", exc)
+        finally:
+            if out.stream_start_pc:
+                out.stream_end_pc = perf_counter_ns()
+            usage = loop.usage
+            out.usage = Usage(usage["input_tokens"], usage["output_tokens"], usage["total_tokens"])
+
+
+@contextlib.asynccontextmanager
+async def _client_watch(proto: Any) -> AsyncIterator[asyncio.Future[Any]]:
+    """Cancel the current task when the client disconnects; yields the watcher (done: it left)."""
+    task = asyncio.current_task()
+    watcher = asyncio.ensure_future(proto.client_disconnect())
+
+    def on_disconnect(_: Any) -> None:
+        if task is not None and not task.done():
+            task.cancel()
+
+    watcher.add_done_callback(on_disconnect)
+    try:
+        yield watcher
+    finally:
+        watcher.remove_done_callback(on_disconnect)
+        watcher.cancel()
 
 
 def _answer(req: ResponsesRequest, body: bytes, native: bool) -> tuple[dict[str, Any] | None, bytes]:

@@ -389,3 +389,88 @@ def usage_of_response(response: dict[str, Any] | None) -> Usage | None:
         return None
     prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
     return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
+
+
+class ItemEvents:
+    """Events for whole output items, numbered in one sequence: the stream of an agent loop,
+    where each item is sent once it is complete (a model call's message, an ``mcp_call`` …)."""
+
+    def __init__(self, response: dict[str, Any]) -> None:
+        self.response = response
+        self._seq = 0
+        self._index = 0
+
+    def _ev(self, out: list[bytes], kind: str, **fields: Any) -> None:
+        payload = {"type": kind, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        out.append(sse(kind, payload))
+
+    def opening(self) -> bytes:
+        """``response.created`` and ``response.in_progress``."""
+        out: list[bytes] = []
+        self._ev(out, "response.created", response=self.response)
+        self._ev(out, "response.in_progress", response=self.response)
+        return b"".join(out)
+
+    def item(self, item: dict[str, Any]) -> bytes:
+        """The events OpenAI sends for ``item``, from ``output_item.added`` to ``output_item.done``."""
+        out: list[bytes] = []
+        index = self._index
+        self._index += 1
+        kind, item_id = item.get("type"), item.get("id", "")
+        ids = {"item_id": item_id, "output_index": index}
+        if kind == "message":
+            self._ev(out, "response.output_item.added", output_index=index,
+                     item={**item, "status": "in_progress", "content": []})  # fmt: skip
+            for k, part in enumerate(item.get("content") or []):
+                empty = {**part, "text": ""} if part.get("type") == "output_text" else {**part, "refusal": ""}
+                self._ev(out, "response.content_part.added", **ids, content_index=k, part=empty)
+                if part.get("type") == "output_text":
+                    text = part.get("text", "")
+                    self._ev(
+                        out, "response.output_text.delta", **ids, content_index=k, delta=text, logprobs=[]
+                    )
+                    self._ev(out, "response.output_text.done", **ids, content_index=k, text=text, logprobs=[])
+                else:
+                    refusal = part.get("refusal", "")
+                    self._ev(out, "response.refusal.delta", **ids, content_index=k, delta=refusal)
+                    self._ev(out, "response.refusal.done", **ids, content_index=k, refusal=refusal)
+                self._ev(out, "response.content_part.done", **ids, content_index=k, part=part)
+        elif kind == "function_call":
+            self._ev(out, "response.output_item.added", output_index=index,
+                     item={**item, "arguments": "", "status": "in_progress"})  # fmt: skip
+            args = item.get("arguments", "")
+            self._ev(out, "response.function_call_arguments.delta", **ids, delta=args)
+            self._ev(
+                out, "response.function_call_arguments.done", **ids, name=item.get("name"), arguments=args
+            )
+        elif kind == "mcp_list_tools":
+            self._ev(out, "response.output_item.added", output_index=index, item={**item, "tools": []})
+            self._ev(out, "response.mcp_list_tools.in_progress", **ids)
+            done = (
+                "response.mcp_list_tools.failed" if item.get("error") else "response.mcp_list_tools.completed"
+            )
+            self._ev(out, done, **ids)
+        elif kind == "mcp_call":
+            self._ev(out, "response.output_item.added", output_index=index,
+                     item={**item, "arguments": "", "output": None, "error": None, "status": "in_progress"})  # fmt: skip
+            args = item.get("arguments", "")
+            self._ev(out, "response.mcp_call_arguments.delta", **ids, delta=args)
+            self._ev(out, "response.mcp_call_arguments.done", **ids, arguments=args)
+            self._ev(out, "response.mcp_call.in_progress", **ids)
+            done = "response.mcp_call.failed" if item.get("error") else "response.mcp_call.completed"
+            self._ev(out, done, **ids)
+        else:  # reasoning, mcp_approval_request: no events of their own between added and done
+            self._ev(out, "response.output_item.added", output_index=index, item=item)
+        self._ev(out, "response.output_item.done", output_index=index, item=item)
+        return b"".join(out)
+
+    def terminal(self, response: dict[str, Any]) -> bytes:
+        """``response.completed`` / ``incomplete`` / ``failed``, per the response's status."""
+        out: list[bytes] = []
+        status = response.get("status")
+        kind = {"incomplete": "response.incomplete", "failed": "response.failed"}.get(
+            str(status), "response.completed"
+        )
+        self._ev(out, kind, response=response)
+        return b"".join(out)
