@@ -17,8 +17,10 @@ the OpenTelemetry GenAI client metrics:
 
 with ``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
 ``gen_ai.response.model``, ``server.address``, ``server.port`` and the convention's bucket
-boundaries; and from the SERVER root span (one per request), the Prometheus catalog of
-:mod:`gateway.metrics.catalog` under the same names (``llm_gateway_*``) and labels.
+boundaries. Each model call is counted once, from its own span: only model-call spans carry
+``gen_ai.*`` (usage on the attempt that answered). From the SERVER root span (one per request,
+its values under ``tfy.*``), the Prometheus catalog of :mod:`gateway.metrics.catalog` under the
+same names (``llm_gateway_*``) and labels.
 
 Gaps: spans dropped before they reach the exporter (ring full, NATS down) are missing here
 too; the gateway counts them in ``llm_gateway_spans_dropped`` so the gap is visible.
@@ -100,10 +102,11 @@ _TTFT_MS, _LATENCY_MS = "tfy.model.metric.time_to_first_token_in_ms", "tfy.model
 _COST, _ITL_MS = "tfy.model.metric.cost_in_usd", "tfy.model.metric.inter_token_latency_in_ms"
 _SUBJECT, _METADATA = "tfy.request.created_by_subject", "tfy.request.metadata"
 _TENANT, _DESTINATION = "tfy.tenant_name", "tfy.data_routing.destination"
+_TFY_MODEL = "tfy.request.model"
+_TFY_IN_TOKENS, _TFY_OUT_TOKENS = "tfy.usage.input_tokens", "tfy.usage.output_tokens"
 _RL_RULES = "applied_ratelimit_rule_ids"
 _RL_RULE = "tfy.ratelimit.rule_id"  # the rule that refused a request (proposed to the gateway)
 _ATTEMPT_KIND = "tfy.attempt.kind"  # CLIENT spans: primary | retry | fallback
-_EMPTY: Final[Mapping[str, Any]] = {}
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -197,7 +200,13 @@ CATALOG: Final = (
     RETRIES,
 )
 INSTRUMENTS: Final = (*GEN_AI, *CATALOG)
-_USAGE: Final = ((INPUT_TOKENS, _IN_TOKENS), (OUTPUT_TOKENS, _OUT_TOKENS), (REQUEST_COST, _COST))
+# Catalog instrument, the root's attribute, the model-call spans' attribute (summed when the
+# root lacks it).
+_USAGE: Final = (
+    (INPUT_TOKENS, _TFY_IN_TOKENS, _IN_TOKENS),
+    (OUTPUT_TOKENS, _TFY_OUT_TOKENS, _OUT_TOKENS),
+    (REQUEST_COST, _COST, _COST),
+)
 
 
 class Hist:
@@ -309,23 +318,19 @@ class SpanMetrics:
         clients = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
         if len(clients) > 1:
             clients.sort(key=_start_ns)
-        # The gateway records usage and time to first chunk once, on the root; they belong to
-        # the attempt that answered (the last one that did not fail), unless it carries its own.
-        served = next((c for c in reversed(clients) if c.status_code != STATUS_ERROR), None)
-        inherited = root.attributes if root is not None else {}
         for c in clients:
             if _OP in c.attributes:
-                self._observe_client(c, inherited if c is served else _EMPTY)
+                self._observe_client(c)
         if root is not None:
             self._observe_request(root, clients)
 
-    def _observe_client(self, c: Span, inherited: Mapping[str, Any]) -> None:
+    def _observe_client(self, c: Span) -> None:
         a = c.attributes
         common = (
             (_OP, a.get(_OP)),
             (_PROVIDER, a.get(_PROVIDER)),
             (_REQ_MODEL, a.get(_REQ_MODEL)),
-            (_RESP_MODEL, a.get(_RESP_MODEL) or inherited.get(_RESP_MODEL)),
+            (_RESP_MODEL, a.get(_RESP_MODEL)),
             (_ADDR, a.get(_ADDR)),
             (_PORT, a.get(_PORT)),
         )
@@ -336,21 +341,17 @@ class SpanMetrics:
             ttfc = _num(a.get(_TTFC_S))
             if ttfc is None and (ms := _num(a.get(_TTFT_MS))) is not None:
                 ttfc = ms / 1000
-            if ttfc is None:
-                ttfc = _num(inherited.get(_TTFC_S))
             if ttfc is not None:
                 self._hist(TIME_TO_FIRST_CHUNK, with_error, ttfc)
-        own_usage = _IN_TOKENS in a or _OUT_TOKENS in a
-        source = a if own_usage else inherited
         for token_type, attr in (("input", _IN_TOKENS), ("output", _OUT_TOKENS)):
-            n = _num(source.get(attr))
+            n = _num(a.get(attr))
             if n is not None:
                 self._hist(TOKEN_USAGE, _key((*common, ("gen_ai.token.type", token_type))), n)
 
     def _observe_request(self, root: Span, clients: list[Span]) -> None:
         a = root.attributes
         last = clients[-1].attributes if clients else {}
-        model = a.get(_REQ_MODEL) or last.get(_DESTINATION) or last.get(_REQ_MODEL) or ""
+        model = a.get(_TFY_MODEL) or last.get(_DESTINATION) or last.get(_REQ_MODEL) or ""
         labels = [
             ("model_name", str(model)),
             ("tenant_name", str(a.get(_TENANT) or "")),
@@ -363,10 +364,10 @@ class SpanMetrics:
                 labels.append((name, v if isinstance(v, str) else ("" if v is None else str(v))))
         key = tuple(labels)  # every label always present, as in Prometheus
 
-        for inst, attr in _USAGE:
+        for inst, attr, call_attr in _USAGE:
             n = _num(a.get(attr))
-            if n is None:  # not on the root: the sum over the upstream attempts
-                n = sum([v for c in clients if (v := _num(c.attributes.get(attr))) is not None])
+            if n is None:  # not on the root: the sum over the model calls
+                n = sum([v for c in clients if (v := _num(c.attributes.get(call_attr))) is not None])
             if n:
                 self._add(inst, key, n)
         latency = _num(a.get(_LATENCY_MS))

@@ -24,6 +24,7 @@ from typing import Any, Final
 import msgspec
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from gateway.telemetry.spans import GEN_AI_CONTENT, LOGFIRE_JSON_SCHEMA
 from gateway.telemetry.wire import Resource, Span, SpanBatch
 
 __all__ = [
@@ -48,9 +49,18 @@ __all__ = [
 
 SCOPE_NAME: Final = "llm-gateway"
 MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
-# Attributes that carry (or may echo) the user's request or response.
+# Attributes that carry (or may echo) the user's request or response: the bodies, the GenAI
+# content attributes (and Logfire's schema naming them), echoed error text.
 REQUEST_DATA_ATTRIBUTES: Final = frozenset(
-    {"tfy.input", "tfy.output", "tfy.input_short_hand", "tfy.error_message"}
+    {
+        "tfy.input",
+        "tfy.output",
+        "tfy.output.sse",
+        "tfy.input_short_hand",
+        "tfy.error_message",
+        *GEN_AI_CONTENT,
+        LOGFIRE_JSON_SCHEMA,
+    }  # fmt: skip
     | {"gen_ai.tool.call.arguments", "gen_ai.tool.call.result"}  # MCP tool calls (expand_mcp)
 )
 

@@ -10,6 +10,12 @@ attribute ``shared/design.md`` lists:
     ├── chat gpt-4o             CLIENT    one per upstream attempt (retries and fallbacks too)
     └── stream                  INTERNAL  relaying a streamed response
 
+Only the CLIENT spans are model calls, so only they carry ``gen_ai.*`` (the attempt that
+answered also its usage and time to first chunk): a backend that counts spans with GenAI
+attributes counts each call once. The root carries what users filter on under ``tfy.*`` names.
+Every span names its role in ``openinference.span.kind`` (``LLM`` / ``EMBEDDING`` for model
+calls, ``CHAIN`` for the others).
+
 Body-derived attributes (request parameters, input short hand, response id and finish reasons,
 the assembled stream) are added after this step by ``exporter.enrich``. Ids of the INTERNAL
 spans are drawn here: nothing outside the trace refers to them, while the SERVER and CLIENT
@@ -33,6 +39,7 @@ from gateway.telemetry.spans import (
     GEN_AI_TTFC,
     HTTP_METHOD,
     HTTP_STATUS,
+    OPENINFERENCE_SPAN_KIND,
     SERVER_ADDRESS,
     SERVER_PORT,
     SPAN_TYPES,
@@ -41,11 +48,16 @@ from gateway.telemetry.spans import (
     TFY_DESTINATION,
     TFY_ERROR_MESSAGE,
     TFY_INPUT,
+    TFY_INPUT_TOKENS,
     TFY_LATENCY_MS,
     TFY_LB_RULE_IDS,
     TFY_METADATA,
     TFY_OUTPUT,
     TFY_OUTPUT_SSE,
+    TFY_OUTPUT_TOKENS,
+    TFY_PROVIDER,
+    TFY_REQUEST_MODEL,
+    TFY_REQUEST_STREAM,
     TFY_RL_RULE_IDS,
     TFY_SPAN_TYPE,
     TFY_SUBJECT,
@@ -87,6 +99,7 @@ def client_attributes(attempt: AttemptRecord, endpoint: str, stream: bool) -> di
     target = attempt.target
     span_type, operation = SPAN_TYPES.get(endpoint, ("ChatCompletion", "chat"))
     attrs: dict[str, Any] = {
+        OPENINFERENCE_SPAN_KIND: "EMBEDDING" if operation == "embeddings" else "LLM",
         TFY_SPAN_TYPE: span_type,
         GEN_AI_OPERATION: operation,
         GEN_AI_PROVIDER: target.provider,
@@ -115,20 +128,20 @@ def _mark_failed(attrs: dict[str, Any], error_type: str, message: str) -> None:
 
 
 def _root_attributes(t: TraceRecord) -> dict[str, Any]:
-    span_type, operation = SPAN_TYPES.get(t.endpoint, ("ChatCompletion", "chat"))
+    span_type, _ = SPAN_TYPES.get(t.endpoint, ("ChatCompletion", "chat"))
     attrs: dict[str, Any] = {
+        OPENINFERENCE_SPAN_KIND: "CHAIN",
         HTTP_METHOD: "POST",
         URL_PATH: t.path,
         TFY_SPAN_TYPE: span_type,
-        GEN_AI_OPERATION: operation,
     }
     if t.model:
         attrs[TFY_INPUT] = t.request_body
-        attrs[GEN_AI_REQUEST_MODEL] = t.model
-        attrs[GEN_AI_REQUEST_STREAM] = t.stream
+        attrs[TFY_REQUEST_MODEL] = t.model
+        attrs[TFY_REQUEST_STREAM] = t.stream
     if t.attempts:
         last = t.attempts[-1].target
-        attrs[GEN_AI_PROVIDER] = last.provider
+        attrs[TFY_PROVIDER] = last.provider
         if not t.error_type:
             attrs[TFY_DESTINATION] = last.model_id
     if t.lb_rule_ids:
@@ -140,8 +153,8 @@ def _root_attributes(t: TraceRecord) -> dict[str, Any]:
     if t.metadata:
         attrs[TFY_METADATA] = _encode_json(t.metadata).decode()
     if t.input_tokens >= 0:
-        attrs[GEN_AI_INPUT_TOKENS] = t.input_tokens
-        attrs[GEN_AI_OUTPUT_TOKENS] = t.output_tokens
+        attrs[TFY_INPUT_TOKENS] = t.input_tokens
+        attrs[TFY_OUTPUT_TOKENS] = t.output_tokens
     if t.response_sse:
         attrs[TFY_OUTPUT_SSE] = t.response_sse
     elif t.response_body:
@@ -149,12 +162,27 @@ def _root_attributes(t: TraceRecord) -> dict[str, Any]:
     if t.cost_usd is not None:
         attrs[TFY_COST_USD] = t.cost_usd
     attrs[TFY_LATENCY_MS] = (t.end_pc - t.start_pc) / 1e6
-    if t.first_chunk_pc:
-        delta = t.first_chunk_pc - t.start_pc
-        attrs[TFY_TTFT_MS] = delta / 1e6
-        attrs[GEN_AI_TTFC] = delta / 1e9
+    if t.stream and t.first_chunk_pc:  # a non-streamed response has no first token of its own
+        attrs[TFY_TTFT_MS] = (t.first_chunk_pc - t.start_pc) / 1e6
     attrs[HTTP_STATUS] = t.status
     return attrs
+
+
+def _served(t: TraceRecord) -> AttemptRecord | None:
+    """The attempt that answered: the last one that did not fail (``None`` if all failed)."""
+    for attempt in reversed(t.attempts):
+        if not attempt.error_type:
+            return attempt
+    return None
+
+
+def _served_attributes(attrs: dict[str, Any], t: TraceRecord, attempt: AttemptRecord) -> None:
+    """What the request learned from the answer belongs to the model call that gave it."""
+    if t.input_tokens >= 0:
+        attrs[GEN_AI_INPUT_TOKENS] = t.input_tokens
+        attrs[GEN_AI_OUTPUT_TOKENS] = t.output_tokens
+    if t.stream and t.first_chunk_pc:  # measured from this call's request, as the convention says
+        attrs[GEN_AI_TTFC] = max(0, t.first_chunk_pc - attempt.start_pc) / 1e9
 
 
 def expand_trace(t: TraceRecord) -> list[Span]:
@@ -184,6 +212,7 @@ def expand_trace(t: TraceRecord) -> list[Span]:
     def internal(
         name: str, start: int, stop: int, attributes: dict[str, Any], error_type: str = "", message: str = ""
     ) -> None:
+        attributes[OPENINFERENCE_SPAN_KIND] = "CHAIN"
         if error_type:
             _mark_failed(attributes, error_type, message)
         spans.append(
@@ -204,13 +233,16 @@ def expand_trace(t: TraceRecord) -> list[Span]:
         else:
             extra = {TFY_LB_RULE_IDS: list(t.lb_rule_ids)} if t.lb_rule_ids else {}
             internal("model resolution", t.auth_end_pc, t.resolved_pc, extra)
+    served = _served(t)
     for attempt in t.attempts:
+        attributes = client_attributes(attempt, t.endpoint, t.stream)
+        if attempt is served:
+            _served_attributes(attributes, t, attempt)
         spans.append(
             Span(
                 trace_id, attempt.span_id, root_id, f"{operation} {attempt.target.upstream_model}",
                 SPAN_KIND_CLIENT, attempt.start_pc + offset, (attempt.end_pc or end) + offset,
-                STATUS_ERROR if attempt.error_type else STATUS_UNSET, attempt.error_message,
-                client_attributes(attempt, t.endpoint, t.stream),
+                STATUS_ERROR if attempt.error_type else STATUS_UNSET, attempt.error_message, attributes,
             )
         )  # fmt: skip
     if t.stream_start_pc:

@@ -67,6 +67,31 @@ GEN_AI_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_TTFC: Final = "gen_ai.response.time_to_first_chunk"
+# Usage details, on the model-call span when the provider reports them.
+GEN_AI_CACHE_READ_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_CACHE_CREATION_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_REASONING_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+# Content, as JSON strings in the GenAI parts format (see gateway.telemetry.genai).
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
+GEN_AI_TOOL_DEFINITIONS: Final = "gen_ai.tool.definitions"
+GEN_AI_CONTENT: Final = (
+    GEN_AI_INPUT_MESSAGES,
+    GEN_AI_OUTPUT_MESSAGES,
+    GEN_AI_SYSTEM_INSTRUCTIONS,
+    GEN_AI_TOOL_DEFINITIONS,
+)
+# Logfire reads JSON-string attributes as JSON when this schema names them (its SDK's own mark).
+LOGFIRE_JSON_SCHEMA: Final = "logfire.json_schema"
+# Each span's role for backends that read OpenInference (Phoenix, Arize): LLM, EMBEDDING, CHAIN, ...
+OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
+# What users filter on at the root, which carries no gen_ai.* (a backend would count it as a call).
+TFY_REQUEST_MODEL: Final = "tfy.request.model"  # the model or virtual model the client asked for
+TFY_REQUEST_STREAM: Final = "tfy.request.stream"
+TFY_PROVIDER: Final = "tfy.data_routing.provider"  # the provider of the target that answered
+TFY_INPUT_TOKENS: Final = "tfy.usage.input_tokens"
+TFY_OUTPUT_TOKENS: Final = "tfy.usage.output_tokens"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
 ERROR_TYPE: Final = "error.type"

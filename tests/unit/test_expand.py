@@ -52,30 +52,32 @@ def test_success_tree_links_times_and_attributes() -> None:
     for s in spans:
         assert root.start_ns <= s.start_ns <= s.end_ns <= root.end_ns
     assert all(s.status_code == STATUS_UNSET for s in spans)
+    # The root is no model call: no gen_ai.* at all, the values users filter on under tfy.*;
+    # a non-streamed response has no time to first token.
     assert root.attributes == {
+        "openinference.span.kind": "CHAIN",
         "http.request.method": "POST",
         "url.path": "/v1/chat/completions",
         "tfy.span_type": "ChatCompletion",
-        "gen_ai.operation.name": "chat",
         "tfy.input": b'{"model":"m"}',
-        "gen_ai.request.model": "openai-main/gpt-4o",
-        "gen_ai.request.stream": False,
-        "gen_ai.provider.name": "openai",
+        "tfy.request.model": "openai-main/gpt-4o",
+        "tfy.request.stream": False,
+        "tfy.data_routing.provider": "openai",
         "tfy.data_routing.destination": "openai-main/gpt-4o",
         "tfy.request.created_by_subject": "user:alice",
         "tfy.request.metadata": '{"team":"ml"}',
-        "gen_ai.usage.input_tokens": 3,
-        "gen_ai.usage.output_tokens": 5,
+        "tfy.usage.input_tokens": 3,
+        "tfy.usage.output_tokens": 5,
         "tfy.output": b'{"id":"chatcmpl-1","choices":[]}',
         "tfy.model.metric.cost_in_usd": 0.5,
         "tfy.model.metric.latency_in_ms": 5.0,
-        "tfy.model.metric.time_to_first_token_in_ms": 4.0,
-        "gen_ai.response.time_to_first_chunk": 0.004,
         "http.response.status_code": 200,
     }
-    assert auth.attributes == {"tfy.request.created_by_subject": "user:alice"}
-    assert resolution.attributes == {}
+    assert not [k for s in spans if s is not call for k in s.attributes if k.startswith("gen_ai.")]
+    assert auth.attributes == {"tfy.request.created_by_subject": "user:alice", "openinference.span.kind": "CHAIN"}
+    assert resolution.attributes == {"openinference.span.kind": "CHAIN"}
     assert call.attributes == {
+        "openinference.span.kind": "LLM",
         "tfy.span_type": "ChatCompletion",
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
@@ -85,6 +87,8 @@ def test_success_tree_links_times_and_attributes() -> None:
         "server.port": 8000,
         "tfy.data_routing.destination": "openai-main/gpt-4o",
         "http.response.status_code": 200,
+        "gen_ai.usage.input_tokens": 3,
+        "gen_ai.usage.output_tokens": 5,
     }
 
 
@@ -109,7 +113,7 @@ def test_auth_failure_marks_auth_and_root() -> None:
         assert s.attributes["error.type"] == "invalid_api_key"  # type: ignore[attr-defined]
         assert s.attributes["tfy.error_message"] == "API key is not valid"  # type: ignore[attr-defined]
     assert "tfy.request.created_by_subject" not in root.attributes  # type: ignore[attr-defined]
-    assert "gen_ai.usage.input_tokens" not in root.attributes  # type: ignore[attr-defined]
+    assert "tfy.usage.input_tokens" not in root.attributes  # type: ignore[attr-defined]
     assert "tfy.data_routing.destination" not in root.attributes  # type: ignore[attr-defined]
 
 
@@ -123,7 +127,7 @@ def test_unknown_model_fails_model_resolution() -> None:
     )
     resolution = _by_name(record)["model resolution"]
     assert resolution.status_code == STATUS_ERROR  # type: ignore[attr-defined]
-    assert resolution.attributes == {"error.type": "ModelNotFound"}  # type: ignore[attr-defined]
+    assert resolution.attributes == {"error.type": "ModelNotFound", "openinference.span.kind": "CHAIN"}  # type: ignore[attr-defined]
     root = _by_name(record)["POST /v1/chat/completions"]
     assert root.status_code == STATUS_ERROR  # a gateway error on a 4xx is still the request's error  # type: ignore[attr-defined]
 
@@ -152,10 +156,12 @@ def test_retries_and_fallbacks_are_client_spans_of_their_own() -> None:
     assert calls[2].attributes["tfy.attempt.kind"] == "fallback"
     assert calls[2].attributes["gen_ai.provider.name"] == "anthropic"
     root = spans[0]
-    assert root.attributes["gen_ai.provider.name"] == "anthropic"  # the attempt that answered
+    assert root.attributes["tfy.data_routing.provider"] == "anthropic"  # the attempt that answered
     assert root.attributes["tfy.data_routing.destination"] == "backup/claude"
     assert root.attributes["applied_loadbalance_rule_ids"] == ["lb-1"]
-    assert spans[2].attributes == {"applied_loadbalance_rule_ids": ["lb-1"]}
+    assert spans[2].attributes == {"applied_loadbalance_rule_ids": ["lb-1"], "openinference.span.kind": "CHAIN"}
+    # Usage belongs to the call that answered, once: failed attempts carry none.
+    assert [c.attributes.get("gen_ai.usage.input_tokens") for c in calls] == [None, None, 3]
 
 
 def test_stream_span_and_raw_events() -> None:
@@ -173,7 +179,13 @@ def test_stream_span_and_raw_events() -> None:
     assert stream.end_ns - stream.start_ns == 800_000  # type: ignore[attr-defined]
     root = spans["POST /v1/chat/completions"].attributes  # type: ignore[attr-defined]
     assert root["tfy.output.sse"].endswith(b"[DONE]\n\n") and "tfy.output" not in root
-    assert root["gen_ai.request.stream"] is True
+    assert root["tfy.request.stream"] is True
+    # Time to first token: the root's from the request's start, the call's from its own start.
+    (call,) = [s for s in spans.values() if s.kind == SPAN_KIND_CLIENT]  # type: ignore[attr-defined]
+    assert root["tfy.model.metric.time_to_first_token_in_ms"] == 4.0
+    assert call.attributes["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.00396)  # type: ignore[attr-defined]
+    assert call.attributes["gen_ai.request.stream"] is True  # type: ignore[attr-defined]
+    assert "gen_ai.response.time_to_first_chunk" not in root
 
 
 @pytest.mark.parametrize(
@@ -199,7 +211,7 @@ def test_unreadable_request_has_no_request_attributes() -> None:
         attempts=(),
     )
     (root,) = expand_trace(record)
-    assert "tfy.input" not in root.attributes and "gen_ai.request.model" not in root.attributes
+    assert "tfy.input" not in root.attributes and "tfy.request.model" not in root.attributes
     assert root.attributes["error.type"] == "invalid_json"
 
 

@@ -52,7 +52,7 @@ def trace(
         "http.request.method": "POST",
         "url.path": "/v1/chat/completions",
         "http.response.status_code": status,
-        "gen_ai.request.model": model,
+        "tfy.request.model": model,
         "tfy.request.created_by_subject": user,
         "tfy.model.metric.latency_in_ms": float(duration_ms),
         **(root_attrs or {}),
@@ -334,14 +334,15 @@ def test_hist_copy_is_deep() -> None:
     assert h.buckets[0] == 1
 
 
-def test_gateway_span_layout_usage_on_root_and_attempt_kinds() -> None:
-    """As gateway/proxy.py records: usage and TTFC on the root, attempts labelled by kind."""
+def test_gateway_span_layout_usage_once_on_the_call_that_answered() -> None:
+    """As gateway.telemetry.expand builds them: the root's totals under tfy.*, usage and TTFC on
+    the attempt that answered only, attempts labelled by kind. Each call is counted once."""
     no_usage = {"gen_ai.usage.input_tokens": None, "gen_ai.usage.output_tokens": None}
     t = trace(
         root_attrs={
-            "gen_ai.usage.input_tokens": 7,
-            "gen_ai.usage.output_tokens": 3,
-            "gen_ai.response.time_to_first_chunk": 0.25,
+            "tfy.usage.input_tokens": 7,
+            "tfy.usage.output_tokens": 3,
+            "tfy.model.metric.time_to_first_token_in_ms": 250.0,
         },
         attempts=[
             {**no_usage, "error.type": "upstream_error", "gen_ai.request.stream": True},
@@ -352,7 +353,9 @@ def test_gateway_span_layout_usage_on_root_and_attempt_kinds() -> None:
                 "gen_ai.request.stream": True,
             },
             {
-                **no_usage,
+                "gen_ai.usage.input_tokens": 7,
+                "gen_ai.usage.output_tokens": 3,
+                "gen_ai.response.time_to_first_chunk": 0.2,
                 "tfy.attempt.kind": "fallback",
                 "tfy.data_routing.destination": "azure-eu/gpt-4o",
                 "gen_ai.request.stream": True,
@@ -369,6 +372,18 @@ def test_gateway_span_layout_usage_on_root_and_attempt_kinds() -> None:
     assert one(pts, "llm_gateway_retries", target="openai-main/gpt-4o") == 1
     assert one(pts, "llm_gateway_fallbacks", target="azure-eu/gpt-4o") == 1
     assert one(pts, "llm_gateway_input_tokens") == 7
+    assert one(pts, "llm_gateway_output_tokens") == 3
+    assert one(pts, "llm_gateway_first_token_latency_ms").count == 1
+
+
+def test_non_streamed_request_has_no_time_to_first_token() -> None:
+    t = trace(attempts=[{"gen_ai.request.stream": False, "gen_ai.usage.input_tokens": 2}])
+    agg = SpanMetrics()
+    agg.observe(batch(t))
+    names = {mp.instrument.name for mp in agg.collect(T0 + 1)}
+    assert "gen_ai.client.operation.time_to_first_chunk" not in names
+    assert "llm_gateway_first_token_latency_ms" not in names
+    assert "gen_ai.client.token.usage" in names
 
 
 def test_rate_limited_without_rule_attribute() -> None:

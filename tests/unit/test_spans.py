@@ -72,6 +72,7 @@ def test_request_attributes() -> None:
     attrs = client_attributes(AttemptRecord(b"s" * 8, target, "primary", 1, 2, 0), "chat", stream=True)
     attrs.update(enrich.request_param_attributes(params))
     assert attrs == {
+        "openinference.span.kind": "LLM",
         "tfy.span_type": "ChatCompletion",
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",

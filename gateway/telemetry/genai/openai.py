@@ -1,0 +1,430 @@
+"""OpenAI chat completions, legacy completions and embeddings → GenAI content.
+
+Request side: ``messages`` in order (system and developer messages stay in the input, as the
+chat API carries them in the history), ``tools`` / legacy ``functions`` as flat definitions.
+Response side: one output message per choice with its finish reason; a stream is first merged
+into the body a non-streamed call would have returned (:func:`assemble_chat_stream`), then
+mapped the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgspec
+
+from gateway.telemetry.genai.common import (
+    ResponseInfo,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    audio_mime,
+    decode_object,
+    file_part,
+    finish_reason,
+    media_part,
+    parse_arguments,
+)
+from gateway.telemetry.genai.parts import (
+    BlobPart,
+    Content,
+    InputMessage,
+    OutputMessage,
+    Part,
+    ReasoningPart,
+    TextPart,
+    ToolCallRequestPart,
+    ToolCallResponsePart,
+    ToolDefinition,
+    degraded,
+    generic,
+)
+
+__all__ = [
+    "assemble_chat_stream",
+    "chat_input",
+    "chat_output",
+    "chat_response_info",
+    "completions_input",
+    "completions_output",
+    "json_events",
+    "sse_payloads",
+    "tool_definitions",
+]
+
+_decode = msgspec.json.decode
+
+
+# --- request ------------------------------------------------------------------------------------
+
+
+def _content_part(p: Any) -> Part:
+    """One element of a chat message's ``content`` array."""
+    if not isinstance(p, dict):
+        if isinstance(p, str):
+            return TextPart(p)
+        return generic(p)
+    kind = p.get("type")
+    if kind == "text" and isinstance(p.get("text"), str):
+        return TextPart(p["text"])
+    if kind == "image_url":
+        image = p.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        if isinstance(url, str) and url:
+            return media_part(url, "image")
+    elif kind == "input_audio":
+        audio = as_dict(p.get("input_audio"))
+        data = as_str(audio.get("data"))
+        if data is not None:
+            return BlobPart(modality="audio", mime_type=audio_mime(audio.get("format")), content=data)
+    elif kind == "file":
+        f = as_dict(p.get("file"))
+        if as_str(f.get("file_id")):
+            return file_part(f["file_id"], "document")
+        if as_str(f.get("file_data")):
+            data = f["file_data"]
+            if not data.startswith("data:"):  # bare base64 (the SDK's shape for PDFs)
+                return BlobPart(modality="document", content=data)
+            return media_part(data, "document")
+    elif kind == "refusal" and isinstance(p.get("refusal"), str):
+        return {"type": "refusal", "content": p["refusal"]}
+    return generic(p)
+
+
+def _parts(content: Any) -> list[Part]:
+    if isinstance(content, str):
+        return [TextPart(content)]
+    if isinstance(content, list):
+        return [_content_part(p) for p in content]
+    if content is None:
+        return []
+    return [generic(content)]
+
+
+def _tool_call(tc: Any) -> Part:
+    tc = as_dict(tc)
+    fn = as_dict(tc.get("function"))
+    name = as_str(fn.get("name"))
+    if name is None:
+        custom = as_dict(tc.get("custom"))  # {"type": "custom", "custom": {"name", "input"}}
+        if as_str(custom.get("name")):
+            return ToolCallRequestPart(
+                id=as_str(tc.get("id")), name=custom["name"], arguments=custom.get("input")
+            )
+        return generic(tc)
+    return ToolCallRequestPart(
+        id=as_str(tc.get("id")), name=name, arguments=parse_arguments(fn.get("arguments"))
+    )
+
+
+def _text_of(content: Any) -> Any:
+    """A tool message's content as the tool's response: text joined, anything else as given."""
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return "".join(str(p.get("text", "")) for p in content)
+    return content
+
+
+def _message(m: Any) -> InputMessage:
+    if not isinstance(m, dict):
+        degraded("message")
+        return InputMessage(role="unknown", parts=[generic(m)])
+    role = as_str(m.get("role")) or "unknown"
+    content = m.get("content")
+    if role == "tool":
+        parts: list[Part] = [
+            ToolCallResponsePart(id=as_str(m.get("tool_call_id")), response=_text_of(content))
+        ]
+    elif role == "function":  # legacy function result
+        parts = [ToolCallResponsePart(response=_text_of(content))]
+    else:
+        parts = []
+        reasoning = m.get("reasoning_content")  # DeepSeek, vLLM and others echo it back
+        if isinstance(reasoning, str) and reasoning:
+            parts.append(ReasoningPart(reasoning))
+        parts += _parts(content)
+        refusal = m.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            parts.append({"type": "refusal", "content": refusal})
+        parts += [_tool_call(tc) for tc in as_list(m.get("tool_calls"))]
+        fc = m.get("function_call")
+        if isinstance(fc, dict) and as_str(fc.get("name")):
+            parts.append(ToolCallRequestPart(name=fc["name"], arguments=parse_arguments(fc.get("arguments"))))
+    return InputMessage(role=role, parts=parts, name=as_str(m.get("name")))
+
+
+def tool_definitions(tools: Any, functions: Any = None) -> list[ToolDefinition] | None:
+    """Flat tool definitions from chat ``tools`` (and legacy ``functions``); ``None`` if none."""
+    out: list[ToolDefinition] = []
+    for t in as_list(tools):
+        t = as_dict(t)
+        kind = as_str(t.get("type")) or "function"
+        inner = as_dict(t.get(kind))  # {"type": "function", "function": {...}} and "custom" alike
+        name = as_str(inner.get("name")) or as_str(t.get("name"))
+        if name is None:
+            degraded("tool_definition")
+            continue
+        params = inner.get("parameters") if "parameters" in inner else inner.get("format")
+        out.append(
+            ToolDefinition(
+                type=kind, name=name, description=as_str(inner.get("description")), parameters=params
+            )
+        )
+    for f in as_list(functions):
+        f = as_dict(f)
+        if as_str(f.get("name")):
+            out.append(
+                ToolDefinition(
+                    type="function",
+                    name=f["name"],
+                    description=as_str(f.get("description")),
+                    parameters=f.get("parameters"),
+                )
+            )
+    return out or None
+
+
+def chat_input(body: bytes | dict[str, Any] | None) -> Content:
+    """Input messages and tool definitions of a chat completions request body."""
+    doc = body if isinstance(body, dict) else decode_object(body)
+    if doc is None:
+        return Content()
+    messages = doc.get("messages")
+    if not isinstance(messages, list):
+        degraded("messages")
+        return Content(tool_definitions=tool_definitions(doc.get("tools"), doc.get("functions")))
+    return Content(
+        input_messages=[_message(m) for m in messages],
+        tool_definitions=tool_definitions(doc.get("tools"), doc.get("functions")),
+    )
+
+
+def completions_input(body: bytes | dict[str, Any] | None) -> Content:
+    """A legacy completions request: each string prompt as one user message."""
+    doc = body if isinstance(body, dict) else decode_object(body)
+    if doc is None:
+        return Content()
+    prompt = doc.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else as_list(prompt)
+    messages = []
+    if prompts and all(isinstance(p, str) for p in prompts):
+        messages = [InputMessage(role="user", parts=[TextPart(p)]) for p in prompts]
+    elif prompts:  # token arrays: no text to show, keep them as the provider got them
+        messages = [InputMessage(role="user", parts=[{"type": "tokens", "content": prompts}])]
+    return Content(input_messages=messages or None)
+
+
+# --- response -----------------------------------------------------------------------------------
+
+
+def _output_message(choice: dict[str, Any]) -> OutputMessage:
+    m = choice.get("message")
+    if not isinstance(m, dict):
+        degraded("message")
+        return OutputMessage(
+            role="assistant", parts=[], finish_reason=finish_reason(choice.get("finish_reason"))
+        )
+    parts = _message(m).parts
+    audio = m.get("audio")
+    if isinstance(audio, dict):
+        if as_str(audio.get("data")):
+            parts.append(BlobPart(modality="audio", content=audio["data"]))
+        elif as_str(audio.get("transcript")):
+            parts.append(TextPart(audio["transcript"]))
+    return OutputMessage(
+        role=as_str(m.get("role")) or "assistant",
+        parts=parts,
+        finish_reason=finish_reason(choice.get("finish_reason")),
+    )
+
+
+def chat_output(doc: dict[str, Any] | None) -> list[OutputMessage] | None:
+    """One output message per choice (in index order) of a decoded chat completion."""
+    if doc is None:
+        return None
+    choices = [c for c in as_list(doc.get("choices")) if isinstance(c, dict)]
+    if not choices:
+        return None
+    choices.sort(key=lambda c: as_int(c.get("index")) or 0)
+    return [_output_message(c) for c in choices]
+
+
+def completions_output(doc: dict[str, Any] | None) -> list[OutputMessage] | None:
+    """One output message per choice of a decoded legacy completion."""
+    if doc is None:
+        return None
+    out = []
+    for c in as_list(doc.get("choices")):
+        if isinstance(c, dict):
+            text = c.get("text")
+            parts: list[Part] = [TextPart(text)] if isinstance(text, str) else []
+            out.append(
+                OutputMessage(
+                    role="assistant", parts=parts, finish_reason=finish_reason(c.get("finish_reason"))
+                )
+            )
+    return out or None
+
+
+def chat_response_info(doc: dict[str, Any] | None) -> ResponseInfo:
+    """Id, model, finish reasons and usage (with cached and reasoning tokens) of a response."""
+    if doc is None:
+        return ResponseInfo()
+    usage = as_dict(doc.get("usage"))
+    inp = as_int(usage.get("prompt_tokens"))
+    out = as_int(usage.get("completion_tokens"))
+    if inp is None:  # embeddings name them as the Responses API does
+        inp = as_int(usage.get("input_tokens"))
+    if out is None:
+        out = as_int(usage.get("output_tokens"))
+    return ResponseInfo(
+        id=as_str(doc.get("id")),
+        model=as_str(doc.get("model")),
+        finish_reasons=[
+            c["finish_reason"]
+            for c in as_list(doc.get("choices"))
+            if isinstance(c, dict) and as_str(c.get("finish_reason"))
+        ],
+        input_tokens=inp,
+        output_tokens=out,
+        cache_read_tokens=as_int(as_dict(usage.get("prompt_tokens_details")).get("cached_tokens")),
+        reasoning_tokens=as_int(as_dict(usage.get("completion_tokens_details")).get("reasoning_tokens")),
+        system_fingerprint=as_str(doc.get("system_fingerprint")),
+        service_tier=as_str(doc.get("service_tier")),
+    )
+
+
+# --- streams ------------------------------------------------------------------------------------
+
+
+def sse_payloads(chunks: Iterable[bytes]) -> Iterable[bytes]:
+    """The ``data:`` payloads of an SSE byte stream (``[DONE]`` left out)."""
+    # Chunks from the network cut events anywhere, so join before splitting into lines.
+    for line in b"".join(chunks).splitlines():
+        if line.startswith(b"data:"):
+            data = line[5:].strip()
+            if data and data != b"[DONE]":
+                yield data
+
+
+def json_events(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The JSON objects an SSE stream's events carry; undecodable ones skipped and counted."""
+    for data in sse_payloads(chunks):
+        try:
+            event = _decode(data)
+        except msgspec.DecodeError:
+            degraded("stream_event")
+            continue
+        if isinstance(event, dict):
+            yield event
+
+
+def _merge_delta(acc: dict[str, Any], ch: dict[str, Any]) -> None:
+    if as_str(ch.get("finish_reason")):
+        acc["finish"] = ch["finish_reason"]
+    if isinstance(ch.get("text"), str):
+        acc["is_text"] = True
+        acc["content"].append(ch["text"])
+    d = ch.get("delta")
+    if not isinstance(d, dict):
+        return
+    if as_str(d.get("role")):
+        acc["role"] = d["role"]
+    for key in ("content", "refusal", "reasoning_content"):
+        if isinstance(d.get(key), str) and d[key]:
+            acc[key].append(d[key])
+    for tc in as_list(d.get("tool_calls")):
+        if not isinstance(tc, dict):
+            continue
+        index = as_int(tc.get("index")) or 0
+        tool = acc["tools"].get(index)
+        if tool is None:
+            tool = acc["tools"][index] = {"id": None, "type": "function", "name": "", "args": []}
+        if as_str(tc.get("id")):
+            tool["id"] = tc["id"]
+        if as_str(tc.get("type")):
+            tool["type"] = tc["type"]
+        fn = as_dict(tc.get("function"))
+        if as_str(fn.get("name")):
+            tool["name"] += fn["name"]
+        if as_str(fn.get("arguments")):
+            tool["args"].append(fn["arguments"])
+
+
+def assemble_chat_stream(
+    chunks: Iterable[bytes], usage: tuple[int | None, int | None] | None = None
+) -> dict[str, Any]:
+    """Merge OpenAI SSE chunks into the object a non-streamed call would have returned.
+
+    Deltas are merged per choice index: ``content`` / ``refusal`` / ``reasoning_content``
+    concatenated, ``tool_calls`` merged per tool index (id, type and name kept, argument
+    fragments concatenated), the last ``finish_reason`` kept, ``usage`` from the chunk that
+    carries it (``usage`` = (prompt, completion) overrides it: pass it when the relay stripped
+    the usage event). Legacy completion streams (``choices[].text``) give a ``text_completion``.
+    Undecodable events are skipped and counted.
+    """
+    top: dict[str, Any] = {}
+    usage_doc: dict[str, Any] | None = None
+    choices: dict[int, dict[str, Any]] = {}
+    for c in json_events(chunks):
+        for key in ("id", "model", "created", "system_fingerprint", "service_tier"):
+            if key not in top and c.get(key) is not None:
+                top[key] = c[key]
+        if isinstance(c.get("usage"), dict):
+            usage_doc = c["usage"]
+        for ch in as_list(c.get("choices")):
+            if not isinstance(ch, dict):
+                continue
+            index = as_int(ch.get("index")) or 0
+            acc = choices.get(index)
+            if acc is None:
+                acc = choices[index] = {
+                    "role": None, "content": [], "refusal": [], "reasoning_content": [],
+                    "tools": {}, "finish": None, "is_text": False,
+                }  # fmt: skip
+            _merge_delta(acc, ch)
+    is_text = any(acc["is_text"] for acc in choices.values())
+    out_choices: list[dict[str, Any]] = []
+    for index in sorted(choices):
+        acc = choices[index]
+        if is_text:
+            out_choices.append(
+                {"index": index, "text": "".join(acc["content"]), "finish_reason": acc["finish"]}
+            )
+            continue
+        message: dict[str, Any] = {
+            "role": acc["role"] or "assistant",
+            "content": "".join(acc["content"]) if acc["content"] else None,
+        }
+        if acc["refusal"]:
+            message["refusal"] = "".join(acc["refusal"])
+        if acc["reasoning_content"]:
+            message["reasoning_content"] = "".join(acc["reasoning_content"])
+        if acc["tools"]:
+            message["tool_calls"] = [
+                {
+                    "id": t["id"],
+                    "type": t["type"],
+                    "function": {"name": t["name"], "arguments": "".join(t["args"])},
+                }
+                for _, t in sorted(acc["tools"].items())
+            ]
+        out_choices.append({"index": index, "message": message, "finish_reason": acc["finish"]})
+    body: dict[str, Any] = {
+        "id": top.get("id"),
+        "object": "text_completion" if is_text else "chat.completion",
+        "created": top.get("created"),
+        "model": top.get("model"),
+        "choices": out_choices,
+    }
+    for key in ("system_fingerprint", "service_tier"):
+        if key in top:
+            body[key] = top[key]
+    if usage is not None and usage != (None, None):
+        inp, out = usage
+        body["usage"] = {**(usage_doc or {}), "prompt_tokens": inp, "completion_tokens": out,
+                         "total_tokens": (inp or 0) + (out or 0)}  # fmt: skip
+    elif usage_doc is not None:
+        body["usage"] = usage_doc
+    return body
