@@ -30,6 +30,7 @@ from gateway.telemetry.spans import (
     TFY_OUTPUT,
     TFY_OUTPUT_SSE,
     TFY_OUTPUT_TOKENS,
+    TFY_SPAN_TYPE,
     URL_PATH,
 )
 from gateway.telemetry.wire import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, Span, SpanBatch
@@ -285,4 +286,6 @@ def enrich_batch(batch: SpanBatch) -> None:
         clients = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
         for root in spans:
             if root.kind == SPAN_KIND_SERVER:
-                _enrich_trace(root, clients)
+                # An AgentResponse trace's model calls each carry their own content (expand_agent).
+                agent = root.attributes.get(TFY_SPAN_TYPE) == "AgentResponse"
+                _enrich_trace(root, [] if agent else clients)

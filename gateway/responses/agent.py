@@ -33,7 +33,7 @@ from gateway.mcp.jsonrpc import McpError, ToolDenied
 from gateway.responses.request import ResponsesRequest, native_items
 from gateway.responses.translate import new_id, skeleton
 from gateway.telemetry.spans import new_span_id
-from gateway.telemetry.wire import McpCallRecord
+from gateway.telemetry.wire import McpCallRecord, ToolCallRecord
 
 _encode = msgspec.json.Encoder().encode
 
@@ -42,21 +42,6 @@ _LOOP_FIELDS = ("previous_response_id", "store", "stream", "stream_options", "ma
 
 CallModel = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class ToolRun(msgspec.Struct, gc=False):
-    """One MCP tool call the loop ran (an ``execute_tool`` span in the trace)."""
-
-    span_id: bytes
-    server: str
-    tool: str
-    start_pc: int
-    end_pc: int
-    arguments: bytes
-    result: bytes = b""
-    error_type: str = ""
-    error_message: str = ""
-    calls: tuple[McpCallRecord, ...] = ()
 
 
 class _Server:
@@ -111,7 +96,8 @@ def check_mcp_tools(req: ResponsesRequest, mcp: McpGateway) -> list[_Server]:
 
 
 class AgentLoop:
-    """The loop for one request; :attr:`runs` and :attr:`model_calls` feed the trace."""
+    """The loop for one request; :attr:`runs` and :attr:`list_calls` feed the trace. ``trace``
+    is (trace id, the ``invoke_agent`` span id, flags): MCP messages hang under that span."""
 
     def __init__(
         self,
@@ -136,7 +122,8 @@ class AgentLoop:
         self.trace_id, self.parent_span, self.flags = trace
         self.emit = emit
         self.output: list[dict[str, Any]] = []
-        self.runs: list[ToolRun] = []
+        self.runs: list[ToolCallRecord] = []  # execute_tool spans
+        self.list_calls: list[McpCallRecord] = []  # tools/list messages (CLIENT spans)
         self.usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "cached": 0, "reasoning": 0}
         self.tool_calls = 0
         self.incomplete: str | None = None
@@ -158,6 +145,7 @@ class AgentLoop:
                                     "tools": []}  # fmt: skip
             try:
                 listing = await self.mcp.list_tools(self.principal, server.label, trace=self._trace())
+                self.list_calls.extend(listing.calls)
             except ToolDenied:
                 raise InvalidRequest(
                     f"tools[{server.index}]: MCP server '{server.label}' is not available to this caller",
@@ -222,13 +210,13 @@ class AgentLoop:
             item["approval_request_id"] = approval_id
         span_id = new_span_id()
         start = perf_counter_ns()
-        run = ToolRun(span_id, server.label, tool, start, 0, arguments.encode())
+        calls: tuple[McpCallRecord, ...] = ()
+        result = b""
         try:
             args = msgspec.json.decode(arguments or "{}")
             if not isinstance(args, dict):
                 raise ValueError("arguments must be a JSON object")
         except (msgspec.DecodeError, ValueError) as exc:
-            call = None
             item["error"] = {
                 "type": "mcp_protocol_error",
                 "code": -32602,
@@ -239,7 +227,7 @@ class AgentLoop:
                 self.principal, server.label, tool, args, metadata=self.metadata,
                 trace=TraceContext(self.trace_id, span_id, self.flags),
             )  # fmt: skip
-            run.calls = tuple(call.calls)
+            calls = tuple(call.calls)
             if call.error is not None:
                 item["error"] = {
                     "type": "mcp_protocol_error",
@@ -253,13 +241,18 @@ class AgentLoop:
                 }
             else:
                 item["output"] = _text(call.result or {})
-                run.result = _encode(call.result)
+                result = _encode(call.result)
+        error_type = error_message = ""
         if item["error"] is not None:
             item["status"] = "failed"
-            run.error_type = str(item["error"].get("code", item["error"]["type"]))
-            run.error_message = str(item["error"].get("message") or item["error"].get("content"))
-        run.end_pc = perf_counter_ns()
-        self.runs.append(run)
+            error_type = str(item["error"].get("code", item["error"]["type"]))
+            error_message = str(item["error"].get("message") or item["error"].get("content"))
+        self.runs.append(
+            ToolCallRecord(
+                span_id, server.label, tool, item["id"], start, perf_counter_ns(), arguments.encode(), result,
+                error_type, error_message, calls,
+            )
+        )  # fmt: skip
         await self._add(item)
 
     def _trace(self) -> TraceContext:

@@ -43,6 +43,7 @@ from gateway.responses.agent import AgentLoop, check_mcp_tools
 from gateway.responses.request import ResponsesRequest
 from gateway.responses.store import ResponseStore, StoredResponse
 from gateway.responses.stream import ChatToResponses, ItemEvents, NativeStage, usage_of_response
+from gateway.responses.trail import AgentTrail
 from gateway.responses.translate import chat_to_response, decode, encode
 from gateway.routing import RoutePlan
 from gateway.runtime import Runtime
@@ -66,6 +67,9 @@ async def handle_create(
     out = Outcome.start(scope.headers.get("traceparent"))
     request_id = out.trace_id.hex()
     req: ResponsesRequest | None = None
+    trail = AgentTrail()
+    loop: AgentLoop | None = None
+    response_id = ""
     try:
         body = await read_body(scope, proto, rt.max_body_bytes)
         req = RESPONSES.parse(body, scope.headers)
@@ -103,13 +107,15 @@ async def handle_create(
                 f"model '{req.model}' does not exist or is not served by this gateway", param="model"
             )
 
+        trail.start(out.attempts)
+        response_id = req.resp_id
         if servers:
             loop = AgentLoop(
                 req, servers, rt.mcp, decision.principal, decision.metadata, rt.config.responses.max_tool_calls,
-                (out.trace_id, out.span_id, out.flags),
+                (out.trace_id, trail.span_id, out.flags),
             )  # fmt: skip
             headers = [("x-request-id", request_id), *decision.response_headers]
-            await run_agent(rt, tel, metrics, plan, req, out, loop, proto, headers, store, subject)
+            await run_agent(rt, tel, metrics, plan, req, out, loop, trail, proto, headers, store, subject)
             return
         attempt, entry = await _call_with_fallbacks(rt, metrics, plan, req, RESPONSES, out, tel.enabled)
         assert out.target is not None
@@ -126,7 +132,9 @@ async def handle_create(
             out.usage = attempt.usage
             response, data = _answer(req, attempt.body, native)
             out.body_out = data
+            response_id = str(response.get("id", "")) if response is not None else ""
             await _keep(store, req, response, subject)
+            trail.end_pc = perf_counter_ns()
             proto.response_bytes(200, [*JSON, *headers], data)
             return
         out.stream_start_pc = perf_counter_ns()
@@ -137,9 +145,12 @@ async def handle_create(
         try:
             await _relay(proto, attempt, stage, headers, store, req, subject)
         finally:
-            out.stream_end_pc = perf_counter_ns()
+            out.stream_end_pc = trail.end_pc = perf_counter_ns()
             out.usage = usage_of_response(stage.response)
-            out.events = attempt.relay.events
+            if stage.response is not None:  # the trace's tfy.output: the Response object
+                out.body_out = encode(stage.response)
+                response_id = str(stage.response.get("id", ""))
+            out.events = []
     except GatewayError as exc:
         out.status, out.error = exc.status, exc
         status, err_headers, err_body = RESPONSES.error_response(exc)
@@ -156,7 +167,13 @@ async def handle_create(
             out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
         cost = _record_metrics(rt, metrics, req, out)
         if tel.enabled:
-            _record_trace(tel, scope.path, RESPONSES, req, out, cost)
+            native = out.target is not None and RESPONSES.api in out.target.urls
+            agent = trail.record(
+                out.attempts, native, response_id, req.conversation_id if req is not None else None, out.usage,
+                loop.runs if loop else None, loop.list_calls if loop else None,
+                req.dropped_tools if req is not None else None,
+            )  # fmt: skip
+            _record_trace(tel, scope.path, RESPONSES, req, out, cost, agent)
 
 
 async def run_agent(
@@ -167,6 +184,7 @@ async def run_agent(
     req: ResponsesRequest,
     out: Outcome,
     loop: AgentLoop,
+    trail: AgentTrail,
     proto: Any,
     headers: list[tuple[str, str]],
     store: ResponseStore,
@@ -176,15 +194,26 @@ async def run_agent(
     fallbacks, items streamed as they are made, the whole loop stopped if the client leaves."""
 
     async def call_model(body: dict[str, Any]) -> dict[str, Any]:
-        view = ResponsesRequest.parse(encode(body))
+        raw = encode(body)
+        view = ResponsesRequest.parse(raw)
         view.drop_tools = req.drop_tools
-        attempt, _ = await _call_with_fallbacks(rt, metrics, plan, view, RESPONSES, out, tel.enabled)
-        if out.first_pc == 0:
-            out.first_pc = attempt.first_pc
-        if view.dropped_tools:
-            req.dropped_tools = view.dropped_tools
-        response, _ = _answer(view, attempt.body, out.target is not None and RESPONSES.api in out.target.urls)
-        return response or {}
+        response: dict[str, Any] | None = None
+        try:
+            attempt, _ = await _call_with_fallbacks(rt, metrics, plan, view, RESPONSES, out, tel.enabled)
+            if out.first_pc == 0:
+                out.first_pc = attempt.first_pc
+            if view.dropped_tools:
+                req.dropped_tools = view.dropped_tools
+            native = out.target is not None and RESPONSES.api in out.target.urls
+            response, _ = _answer(view, attempt.body, native)
+            return response or {}
+        finally:
+            native = out.target is not None and RESPONSES.api in out.target.urls
+            trail.model_call(
+                out.attempts, native, raw if tel.enabled else b"",
+                encode(response) if tel.enabled and response is not None else b"",
+                usage_of_response(response),
+            )  # fmt: skip
 
     created = int(time.time())
     final: dict[str, Any] | None = None
@@ -226,8 +255,9 @@ async def run_agent(
         except (ProtocolClosed, ProtocolError) as exc:
             log.debug("agent stream to client ended: %s", exc)
         finally:
+            trail.end_pc = perf_counter_ns()
             if out.stream_start_pc:
-                out.stream_end_pc = perf_counter_ns()
+                out.stream_end_pc = trail.end_pc
             usage = loop.usage
             out.usage = Usage(usage["input_tokens"], usage["output_tokens"], usage["total_tokens"])
 

@@ -191,6 +191,10 @@ def expand_trace(t: TraceRecord) -> list[Span]:
         from gateway.telemetry.expand_mcp import expand_mcp_trace
 
         return expand_mcp_trace(t)
+    if t.agent is not None:  # a Responses request: an AgentResponse trace
+        from gateway.telemetry.expand_agent import expand_agent_trace
+
+        return expand_agent_trace(t)
     trace_id, root_id, offset, end = t.trace_id, t.span_id, t.epoch_offset, t.end_pc
     _, operation = SPAN_TYPES.get(t.endpoint, ("ChatCompletion", "chat"))
 
