@@ -343,14 +343,6 @@ async def _relay(
     cancel the upstream if the client leaves."""
     resp = attempt.resp
     assert resp is not None
-    task = asyncio.current_task()
-    watcher = asyncio.ensure_future(proto.client_disconnect())
-
-    def on_disconnect(_: Any) -> None:
-        if task is not None and not task.done():
-            task.cancel()
-
-    watcher.add_done_callback(on_disconnect)
     transport = proto.response_stream(200, [*SSE_HEADERS, *headers])
 
     async def send(data: bytes) -> None:
@@ -359,32 +351,33 @@ async def _relay(
         if data:
             await transport.send_bytes(data)
 
-    try:
-        await send(attempt.first_out)
-        while not stage.done:
-            try:
-                chunk = await resp.next_chunk()
-            except GatewayError as exc:
-                await transport.send_bytes(stage.fail(exc.code or "upstream_error", exc.message))
-                return
-            if chunk is None:
-                break
-            await send(attempt.feed(chunk))
-        if not stage.done:
-            await send(attempt.relay.flush())
-        if not stage.done:
-            await transport.send_bytes(stage.fail("stream_truncated", "the provider ended the stream early"))
-    except asyncio.CancelledError:
-        if not watcher.done():
-            raise  # cancelled by shutdown, not by the client
-    except (ProtocolClosed, ProtocolError) as exc:
-        log.debug("stream to client ended: %s", exc)
-    except Exception:
-        log.exception("responses stream relay failed")
-    finally:
-        watcher.remove_done_callback(on_disconnect)
-        watcher.cancel()
-        await resp.aclose()
+    async with _client_watch(proto) as left:
+        try:
+            await send(attempt.first_out)
+            while not stage.done:
+                try:
+                    chunk = await resp.next_chunk()
+                except GatewayError as exc:
+                    await transport.send_bytes(stage.fail(exc.code or "upstream_error", exc.message))
+                    return
+                if chunk is None:
+                    break
+                await send(attempt.feed(chunk))
+            if not stage.done:
+                await send(attempt.relay.flush())
+            if not stage.done:
+                await transport.send_bytes(
+                    stage.fail("stream_truncated", "the provider ended the stream early")
+                )
+        except asyncio.CancelledError:
+            if not left.done():
+                raise  # cancelled by shutdown, not by the client
+        except (ProtocolClosed, ProtocolError) as exc:
+            log.debug("stream to client ended: %s", exc)
+        except Exception:
+            log.exception("responses stream relay failed")
+        finally:
+            await resp.aclose()
 
 
 # --- stored responses ----------------------------------------------------------------------------
