@@ -40,6 +40,10 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+_TEXT_DELTA = (
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
+)
+_LOGPROBS_END = b',"logprobs":[]}\n\n'
 _TERMINAL_BYTES = tuple(t.encode() for t in TERMINAL)
 
 
@@ -52,6 +56,8 @@ def _data_lines(buf: bytes) -> tuple[list[bytes], bytes]:
     """Complete events' ``data:`` payloads in ``buf`` and the incomplete tail."""
     if b"\r" in buf:
         buf = buf.replace(b"\r\n", b"\n")
+    if buf.startswith(b"data: ") and buf.endswith(b"\n\n") and buf.find(b"\n", 6) == len(buf) - 2:
+        return [buf[6:-2]], b""  # one single-line event: what relays hand over most of the time
     end = buf.rfind(b"\n\n")
     if end < 0:
         return [], buf
@@ -63,8 +69,50 @@ def _data_lines(buf: bytes) -> tuple[list[bytes], bytes]:
     return payloads, buf[end + 2 :]
 
 
+class _DeltaView(msgspec.Struct):
+    content: str | None = None
+    tool_calls: msgspec.Raw | None = None
+    refusal: msgspec.Raw | None = None
+    reasoning_content: msgspec.Raw | None = None
+    reasoning: msgspec.Raw | None = None
+
+
+class _ChoiceView(msgspec.Struct):
+    index: int = 0
+    delta: _DeltaView | None = None
+    finish_reason: msgspec.Raw | None = None
+
+
+class _ChunkView(msgspec.Struct):
+    """Just enough of a chat chunk to see whether it is a plain text delta (the common case)."""
+
+    choices: list[_ChoiceView] = []
+    usage: msgspec.Raw | None = None
+    error: msgspec.Raw | None = None
+
+
+_decode_view = msgspec.json.Decoder(_ChunkView).decode
+
+
+def _plain_text(payload: bytes) -> str | None:
+    """The text of a chunk that carries nothing but a text delta, else None (the general path)."""
+    try:
+        view = _decode_view(payload)
+    except msgspec.DecodeError:
+        return None
+    if view.usage is not None or view.error is not None or len(view.choices) != 1:
+        return None
+    choice = view.choices[0]
+    delta = choice.delta
+    if choice.index != 0 or choice.finish_reason is not None or delta is None or not delta.content:
+        return None
+    if delta.tool_calls or delta.refusal or delta.reasoning_content or delta.reasoning:
+        return None
+    return delta.content
+
+
 class _Item:
-    __slots__ = ("kind", "index", "id", "text", "refusal", "call_id", "name", "open")
+    __slots__ = ("kind", "index", "id", "text", "refusal", "call_id", "name", "open", "delta_prefix")
 
     def __init__(self, kind: str, index: int, item_id: str) -> None:
         self.kind = kind
@@ -75,6 +123,11 @@ class _Item:
         self.call_id = ""
         self.name = ""
         self.open = True
+        # The bytes after ``sequence_number`` of this item's text deltas, made once.
+        self.delta_prefix = (
+            b',"item_id":"' + item_id.encode() + b'","output_index":' + str(index).encode()
+            + b',"content_index":0,"delta":'
+        )  # fmt: skip
 
 
 class ChatToResponses:
@@ -121,12 +174,26 @@ class ChatToResponses:
         """Consume chat SSE bytes; return the Responses events they complete (maybe empty)."""
         if self.done:
             return b""
-        payloads, self._buf = _data_lines(self._buf + chunk)
-        out: list[bytes] = [self.start()]
+        payloads, self._buf = _data_lines(self._buf + chunk if self._buf else chunk)
+        out: list[bytes] = [] if self._started else [self.start()]
         for payload in payloads:
             if payload == b"[DONE]":
                 self._complete(out)
                 break
+            cur = self._current
+            if cur is not None and cur.kind == "message" and cur.open and cur.text is not None:
+                text = _plain_text(payload)
+                if text is not None:  # the hot path: one templated event, no dicts
+                    cur.text += text
+                    out.append(
+                        _TEXT_DELTA
+                        + str(self._seq).encode()
+                        + cur.delta_prefix
+                        + _encode(text)
+                        + _LOGPROBS_END
+                    )
+                    self._seq += 1
+                    continue
             try:
                 obj = _decode(payload)
             except msgspec.DecodeError:
