@@ -7,13 +7,18 @@ the records, deriving the body-based attributes, sampling, redaction, encoding a
 ``+ gzip`` rows add compression (the network is never included). Rates are per CPU-second of
 this process, so other load on the machine does not skew them.
 
-    python -m bench.exporter_throughput [--spans 100000]
+The ``tools-stream`` shape is the other common request: a streamed chat with a system prompt,
+two tool definitions, an earlier turn with two tool calls and their results, answered by 40
+SSE events (5 spans per trace); its GenAI content is the most the exporter derives per call.
+
+    python -m bench.exporter_throughput [--spans 100000] [--shape chat|tools-stream] [--repeat 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import statistics
 import time
@@ -44,9 +49,41 @@ _OUTPUT = (
 )
 _TARGET = TargetInfo("openai-main/gpt-4o", "openai", "gpt-4o", "api.openai.com", 443)
 
+_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}  # fmt: skip
+_TOOLS_INPUT = json.dumps(
+    {
+        "model": "chat-default",
+        "stream": True,
+        "temperature": 0.2,
+        "tools": [_TOOL, {**_TOOL, "function": {**_TOOL["function"], "name": "get_time"}}],
+        "messages": [
+            {"role": "system", "content": "You are a helpful travel assistant. " * 8},
+            {"role": "user", "content": "What's the weather and time in Paris and Rome? " * 4},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
+                {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": '{"city":"Rome"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"sky":"rain","temp_c":12}'},
+            {"role": "tool", "tool_call_id": "call_2", "content": '{"time":"14:05"}'},
+        ],
+    }
+).encode()  # fmt: skip
+_TOOLS_SSE = b"".join(
+    b"data: " + json.dumps({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                            "choices": [{"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": None}]}).encode() + b"\n\n"
+    for i in range(40)
+) + b'data: {"id":"chatcmpl-s","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'  # fmt: skip
 
-def _trace(t0: int, offset: int) -> TraceRecord:
+
+def _trace(t0: int, offset: int, shape: str = "chat") -> TraceRecord:
     attempt = AttemptRecord(os.urandom(8), _TARGET, "primary", t0 + 40_000, t0 + 850_000_000, 200)
+    if shape == "tools-stream":
+        return TraceRecord(
+            os.urandom(16), os.urandom(8), b"", offset, t0, t0 + 900_000_000, "/v1/chat/completions", "chat",
+            200, "", "", 0, "chat-default", True, _TOOLS_INPUT, t0 + 1_000, t0 + 20_000, t0 + 35_000,
+            "user:alice@example.com", {}, ("chat-default-split",), ("per-user-rpm",), (attempt,),
+            t0 + 300_000_000, t0 + 300_000_000, t0 + 850_000_000, 412, 41, 0.0014, b"", _TOOLS_SSE,
+        )  # fmt: skip
     return TraceRecord(
         os.urandom(16), os.urandom(8), b"", offset, t0, t0 + 900_000_000, "/v1/chat/completions", "chat",
         200, "", "", 0, "chat-default", False, _INPUT, t0 + 1_000, t0 + 20_000, t0 + 35_000,
@@ -55,13 +92,13 @@ def _trace(t0: int, offset: int) -> TraceRecord:
     )  # fmt: skip
 
 
-def make_batches(total_spans: int, batch_traces: int = 128) -> list[bytes]:
+def make_batches(total_spans: int, batch_traces: int = 128, shape: str = "chat") -> list[bytes]:
     """msgpack-encoded batches as they arrive from NATS."""
     t0 = time.perf_counter_ns()
     offset = time.time_ns() - t0
     resource = Resource("tfy-llm-gateway", "0.1.0", "bench-1", {"deployment.environment": "bench"})
-    n_traces = max(1, total_spans // 4)
-    traces = [_trace(t0, offset) for _ in range(n_traces)]
+    n_traces = max(1, total_spans // (5 if shape == "tools-stream" else 4))
+    traces = [_trace(t0, offset, shape) for _ in range(n_traces)]
     return [
         encode_batch(TraceBatch(SCHEMA_VERSION, resource, traces[i : i + batch_traces]))
         for i in range(0, n_traces, batch_traces)
@@ -77,7 +114,7 @@ def measure(
     start = time.process_time()  # CPU time: the figure is per core, whatever else runs
     for raw in batches:
         batch = expand_batch(decode_batch(raw))
-        enrich_batch(batch)
+        enrich_batch(batch, content=not opts.exclude_request_data)  # as the pipeline does
         requests, _ = encode(batch, opts)
         spans += sum(r.spans for r in requests)
         if compress:  # as the destinations do with compression: gzip
@@ -91,8 +128,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5, help="runs per case; best and median reported")
+    parser.add_argument("--shape", choices=("chat", "tools-stream"), default="chat")
     args = parser.parse_args()
-    batches = make_batches(args.spans)
+    batches = make_batches(args.spans, shape=args.shape)
     measure(batches[:2], "proto", EncodeOptions())  # warm caches
     cases = [
         ("", EncodeOptions(), False),

@@ -1,16 +1,17 @@
 """OpenAI ``POST /v1/responses`` and tool-calling chat for the mock provider (``bench/mock_upstream.py``).
 
-The mock routes here every POST to ``…/responses`` and every chat completion that carries
-``tools``:
+The mock routes here every POST to ``…/responses`` and every chat completion with ``tools``
+whose text holds a script (see below):
 
 - ``/responses`` answers a Response object, or with ``"stream": true`` the real event sequence
   (``response.created``, ``response.in_progress``, ``response.output_item.added``,
   ``response.content_part.added``, ``response.output_text.delta`` …, ``response.output_text.done``,
   ``response.content_part.done``, ``response.output_item.done``, ``response.completed``), each
   with its ``sequence_number``; usage with ``input_tokens_details`` / ``output_tokens_details``.
-- With tools: when the last user text mentions "weather" and no tool result follows it, the
-  answer is a call of the first function tool with ``{"location": "Paris"}`` (arguments stream
-  as several deltas); once a tool result is there, the answer is text quoting that result.
+- ``/responses`` with tools: when the last user text mentions "weather" and no tool result
+  follows it, the answer is a call of the first function tool with ``{"location": "Paris"}``
+  (arguments stream as several deltas); once a tool result is there, the answer is text quoting
+  that result.
 - Scripts: a user text ``call add {"a": 2, "b": 3} then call echo {"text": "hi"}`` makes the
   answers call those tools in turn (one per tool result seen), then quote the last result; the
   Anthropic mock follows the same scripts (:func:`anthropic_plan`).
@@ -46,7 +47,9 @@ def _call_id(tool: dict[str, Any]) -> str:
 
 def handles(path: str, body: bytes) -> bool:
     """Whether a POST belongs here rather than to the plain chat mock."""
-    return path.endswith("/responses") or (path.endswith("/chat/completions") and b'"tools"' in body)
+    # Chat with tools only when scripted: the plain chat mock has its own tool calls (mock_tool_calls).
+    scripted = b'"tools"' in body and b"call " in body
+    return path.endswith("/responses") or (path.endswith("/chat/completions") and scripted)
 
 
 def _plan_items(items: list[Any]) -> tuple[str, str | None, int]:

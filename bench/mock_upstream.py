@@ -13,6 +13,7 @@ gateway config to reach a failing upstream:
     error-<status>      answer <status> with an OpenAI error body
     slow-<ms>           wait <ms> before sending headers
     stall-<n>           stream n events (the role chunk counts), then go silent for 60 s
+    (tools + "weather") two parallel tool calls, streamed as argument fragments (mock_tool_calls)
     cut-<n>             stream n events, then drop the connection without [DONE]
     <anything else>     a normal answer echoing the model
 
@@ -32,6 +33,8 @@ from typing import Any
 
 import msgspec
 
+from bench import mock_tool_calls
+
 _json = msgspec.json.Encoder()
 _decode_any = msgspec.json.Decoder()
 
@@ -46,6 +49,7 @@ class _ChatView(msgspec.Struct):
     stream_options: _StreamOptions | None = None
     input: Any = None  # embeddings
     messages: list[Any] = []
+    tools: Any = None
 
 
 _decode_view = msgspec.json.Decoder(_ChatView)
@@ -165,6 +169,16 @@ async def _stream(proto: Any, view: _ChatView, completion: bool, stall_after: in
         await transport.send_bytes(event)
 
 
+async def _tool_calls(proto: Any, view: _ChatView) -> None:
+    if not view.stream:
+        proto.response_bytes(200, JSON, mock_tool_calls.body(view.model, view.tools))
+        return
+    transport = proto.response_stream(200, SSE)
+    usage = view.stream_options is not None and view.stream_options.include_usage
+    for event in mock_tool_calls.events(view.model, view.tools, usage):
+        await transport.send_bytes(event)
+
+
 class MockApp:
     """RSGI application; see the module docstring for the routes."""
 
@@ -234,7 +248,9 @@ class MockApp:
         if delay:
             await asyncio.sleep(delay)
         completion = path.endswith("/completions") and not path.endswith("/chat/completions")
-        if path.endswith("/embeddings"):
+        if not completion and mock_tool_calls.wants_tool_calls(view.messages, view.tools):
+            await _tool_calls(proto, view)
+        elif path.endswith("/embeddings"):
             proto.response_bytes(200, JSON, _embedding_body(view.model, view.input))
         elif path.endswith("/completions"):
             if view.stream:

@@ -26,6 +26,7 @@ import yaml
 
 from exporter.config import ExporterConfig
 from exporter.subscriber import SpanSubscriber
+from gateway.telemetry import genai
 from gateway.telemetry.wire import TracingConfig, substitute_env
 
 __all__ = ["ExporterSettings", "load_settings", "main"]
@@ -141,6 +142,8 @@ async def run(
         subscriber.spans,
         subscriber.bad_messages,
     )
+    if genai.COUNTERS:  # inputs the GenAI mapping could not read (sent as generic parts or left out)
+        log.info("gateway-exporter: GenAI content degraded: %s", dict(genai.COUNTERS))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ exporter:
       compression: gzip              # gzip | none
       timeout_ms: 10000
       sampling_ratio: 1.0
+      max_attribute_chars: 65536     # default: OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT, else no limit
 ```
 
 Structural errors (unknown keys, wrong types) are caught by msgspec when the file is decoded;
@@ -33,6 +34,7 @@ __all__ = [
     "MetricsDestination",
     "check_exporter",
     "env_destination",
+    "with_attribute_limit",
 ]
 
 AttributeValue = str | int | float | bool
@@ -54,6 +56,9 @@ class Destination(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     sampling_ratio: float = 1.0
     queue_size: int = 256  # batches waiting for this destination; beyond it they are dropped
     max_retries: int = 5
+    # Longest attribute value sent, in characters; JSON values are cut inside so they stay valid
+    # (exporter.truncate). None: OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT if set, else no limit; 0: none.
+    max_attribute_chars: int | None = None
 
 
 class MetricsDestination(Destination, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -97,6 +102,8 @@ def _check_destination(d: Destination, at: str, seen: set[str]) -> Iterator[str]
         yield f"{at}.queue_size: must be >= 1"
     if d.max_retries < 0:
         yield f"{at}.max_retries: must be >= 0"
+    if d.max_attribute_chars is not None and d.max_attribute_chars < 0:
+        yield f"{at}.max_attribute_chars: must be >= 0 (0: no limit)"
     for key, value in d.headers.items():
         if not key or any(c in key for c in " :\r\n"):
             yield f"{at}.headers: invalid header name {key!r}"
@@ -156,6 +163,19 @@ def parse_headers(text: str) -> dict[str, str]:
         if sep and key:
             headers[key] = unquote(value).strip()
     return headers
+
+
+def with_attribute_limit(d: Destination, env: Mapping[str, str]) -> Destination:
+    """``d`` with ``max_attribute_chars`` from ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` when unset.
+
+    The SDK environment variable's meaning: a positive integer; anything else is ignored."""
+    if d.max_attribute_chars is not None:
+        return d
+    try:
+        limit = int(env.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "").strip())
+    except ValueError:
+        return d
+    return msgspec.structs.replace(d, max_attribute_chars=limit) if limit > 0 else d
 
 
 def env_destination(env: Mapping[str, str]) -> Destination | None:

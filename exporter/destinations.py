@@ -2,7 +2,7 @@
 
 ```
 SpanDestination (protocol: name, export(batch) -> ExportResult, close())
-└── OtlpDestination          sample → redact → encode → split under the size cap → send with retries
+└── OtlpDestination          limit → sample → redact → encode → split under the size cap → send with retries
     ├── HttpDestination      OTLP/HTTP (protobuf or JSON) over one keep-alive httpx client
     └── GrpcDestination      OTLP/gRPC through the official TraceService stub
 ```
@@ -34,6 +34,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceS
 from exporter import otlp
 from exporter.config import Destination
 from exporter.retry import RETRYABLE_HTTP, backoff_delay, grpc_retry_delay, grpc_retryable, parse_retry_after
+from exporter.truncate import truncate_spans
 from gateway.telemetry.wire import Span, SpanBatch
 
 __all__ = [
@@ -64,6 +65,7 @@ class ExportResult(msgspec.Struct, frozen=True, kw_only=True):
     sampled_out: int = 0  # spans left out by the destination's sampling ratio (not a failure)
     rejected: int = 0  # spans the backend refused in a partial success
     retries: int = 0
+    attributes_truncated: int = 0  # values cut to max_attribute_chars (dropped when nothing fitted)
 
     @property
     def ok(self) -> bool:
@@ -172,7 +174,10 @@ class OtlpDestination:
     async def export(self, batch: SpanBatch) -> ExportResult:
         """Send one batch, retrying per the OTLP spec within ``timeout_ms``; never raises."""
         deadline = time.monotonic() + self.timeout_s
+        truncated = 0
         try:
+            if self.cfg.max_attribute_chars:
+                batch, truncated = self._limit(batch, self.cfg.max_attribute_chars)
             requests, sampled_out, oversize = await self._encode(batch)
         except Exception as exc:  # a bug or an odd attribute must cost one batch, not the worker
             self._logs.warning(
@@ -220,7 +225,14 @@ class OtlpDestination:
             sampled_out=sampled_out,
             rejected=rejected,
             retries=retries,
+            attributes_truncated=truncated,
         )
+
+    def _limit(self, batch: SpanBatch, limit: int) -> tuple[SpanBatch, int]:
+        """The batch with attribute values cut to ``limit`` characters (JSON kept valid)."""
+        skip = otlp.REQUEST_DATA_ATTRIBUTES if self.cfg.exclude_request_data else frozenset()
+        spans, truncated, dropped = truncate_spans(batch.spans, limit, skip)
+        return msgspec.structs.replace(batch, spans=spans), truncated + dropped
 
     async def _deliver(self, body: bytes, deadline: float) -> tuple[_Attempt, int]:
         """One request body, retried while retryable, attempts left and time left."""

@@ -12,17 +12,19 @@ batch, before a destination's *exclude request data* switch strips the content.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from gateway.telemetry import genai
-from gateway.telemetry.genai.common import decode_object
+from gateway.telemetry.genai.common import DECODE_ERRORS, decode_object
 from gateway.telemetry.genai.openai import assemble_chat_stream
 from gateway.telemetry.spans import (
     GEN_AI_CONTENT,
     GEN_AI_OUTPUT_MESSAGES,
+    GEN_AI_PROVIDER,
     LOGFIRE_JSON_SCHEMA,
     TFY_INPUT,
     TFY_INPUT_SHORT_HAND,
@@ -34,6 +36,8 @@ from gateway.telemetry.spans import (
     URL_PATH,
 )
 from gateway.telemetry.wire import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, Span, SpanBatch
+
+log = logging.getLogger("exporter")
 
 SHORT_HAND_MAX_CHARS = 200
 
@@ -69,6 +73,7 @@ class RequestParams(msgspec.Struct, gc=False):
     text: _Text | None = None
     dimensions: int | None = None  # embeddings
     encoding_format: str | None = None
+    service_tier: str | None = None  # OpenAI
 
 
 _OUTPUT_TYPES = {"json_schema": "json", "json_object": "json", "text": "text"}
@@ -81,7 +86,7 @@ def decode_request_params(body: bytes) -> RequestParams | None:
     """The request parameters, or ``None`` if the body is not a JSON object of that shape."""
     try:
         return _params_decoder.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return None
 
 
@@ -158,7 +163,7 @@ def input_short_hand(body: bytes, limit: int = SHORT_HAND_MAX_CHARS) -> str:
     """
     try:
         view = _input_decoder.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return _json_encode(
             {"content": "", "has_file": False, "has_image": False, "has_audio": False}
         ).decode()
@@ -225,13 +230,30 @@ def assemble_stream(
 # --- the batch ---------------------------------------------------------------------------------
 
 
+_OPENAI_API_TYPES = {"chat": "chat_completions", "responses": "responses"}
+
+
+def _openai_attributes(api: str, info: genai.ResponseInfo, request_tier: str | None) -> dict[str, Any]:
+    """The convention's ``openai.*`` attributes, for spans whose provider is OpenAI."""
+    attrs: dict[str, Any] = {}
+    if api in _OPENAI_API_TYPES:
+        attrs["openai.api.type"] = _OPENAI_API_TYPES[api]
+    if request_tier and request_tier != "auto":
+        attrs["openai.request.service_tier"] = request_tier
+    if info.service_tier:
+        attrs["openai.response.service_tier"] = info.service_tier
+    if info.system_fingerprint:
+        attrs["openai.response.system_fingerprint"] = info.system_fingerprint
+    return attrs
+
+
 def _json_schema(attrs: dict[str, Any]) -> None:
     keys = tuple(k for k in GEN_AI_CONTENT if k in attrs)
     if keys:
         attrs[LOGFIRE_JSON_SCHEMA] = genai.json_schema(keys)
 
 
-def _enrich_trace(root: Span, clients: list[Span]) -> None:
+def _enrich_trace(root: Span, clients: list[Span], content: bool) -> None:
     attrs = root.attributes
     body = attrs.get(TFY_INPUT)
     sse = attrs.pop(TFY_OUTPUT_SSE, None)
@@ -242,11 +264,13 @@ def _enrich_trace(root: Span, clients: list[Span]) -> None:
     raw = body.encode() if isinstance(body, str) else body
     request_attrs: dict[str, Any] = {}
     input_attrs: dict[str, str] = {}
+    request_tier: str | None = None
     if isinstance(raw, bytes):
         params = decode_request_params(raw)
         if params is not None:
             request_attrs = request_param_attributes(params)
-        if clients:
+            request_tier = params.service_tier
+        if clients and content:
             input_attrs = genai.content_attributes(genai.request_content(api, raw))
         attrs[TFY_INPUT_SHORT_HAND] = input_short_hand(raw)
     response: dict[str, Any] | None = None
@@ -264,20 +288,24 @@ def _enrich_trace(root: Span, clients: list[Span]) -> None:
         span.attributes.update(request_attrs)
         span.attributes.update(input_attrs)
         if span is served and response is not None:
-            output = genai.output_messages(api, response)
+            output = genai.output_messages(api, response) if content else None
             if output:
                 span.attributes[GEN_AI_OUTPUT_MESSAGES] = genai.encode(output)
-            for key, value in genai.response_attributes(genai.response_info(api, response)).items():
+            info = genai.response_info(api, response)
+            for key, value in genai.response_attributes(info).items():
                 span.attributes.setdefault(key, value)  # the gateway's own usage count wins
+            if span.attributes.get(GEN_AI_PROVIDER) == "openai":
+                span.attributes.update(_openai_attributes(api, info, request_tier))
         _json_schema(span.attributes)
 
 
-def enrich_batch(batch: SpanBatch) -> None:
+def enrich_batch(batch: SpanBatch, content: bool = True) -> None:
     """Derive body-based attributes in place, once per batch (see the module docstring).
 
     The root span of a trace carries the bodies and keeps the ``tfy.*`` ones (short hand,
     assembled output); request parameters and input content go on every CLIENT span (each
     attempt sent them), the output content and response attributes on the one that answered.
+    ``content=False`` (every destination excludes request data) skips the content attributes.
     """
     by_trace: dict[bytes, list[Span]] = {}
     for span in batch.spans:
@@ -288,4 +316,11 @@ def enrich_batch(batch: SpanBatch) -> None:
             if root.kind == SPAN_KIND_SERVER:
                 # An AgentResponse trace's model calls each carry their own content (expand_agent).
                 agent = root.attributes.get(TFY_SPAN_TYPE) == "AgentResponse"
-                _enrich_trace(root, [] if agent else clients)
+                try:
+                    _enrich_trace(root, [] if agent else clients, content)
+                except Exception:  # one odd trace costs its own body attributes, not the batch
+                    genai.COUNTERS["exception"] += 1
+                    if genai.COUNTERS["exception"] == 1:
+                        log.exception(
+                            "exporter: deriving body attributes of a trace failed (counted from now on)"
+                        )

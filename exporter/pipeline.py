@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from exporter.config import ExporterConfig, env_destination
+from exporter.config import ExporterConfig, env_destination, with_attribute_limit
 from exporter.destinations import ExportResult, LogLimiter, SpanDestination, build_destination
 from exporter.enrich import enrich_batch
 from gateway.telemetry.wire import SpanBatch, TracingConfig
@@ -43,6 +43,7 @@ class DestinationCounters:
     spans_sampled_out: int = 0
     spans_rejected: int = 0  # refused by the backend in a partial success
     retries: int = 0
+    attributes_truncated: int = 0  # values cut (or dropped) to the destination's max_attribute_chars
 
     def drop(self, reason: str, batches: int, spans: int) -> None:
         """Count a drop under ``reason``."""
@@ -52,6 +53,7 @@ class DestinationCounters:
     def record(self, result: ExportResult) -> None:
         """Fold one export result in."""
         self.retries += result.retries
+        self.attributes_truncated += result.attributes_truncated
         self.spans_sampled_out += result.sampled_out
         self.spans_rejected += result.rejected
         self.spans_exported += result.exported
@@ -92,14 +94,17 @@ class ExportPipeline:
         self.tracing = tracing
         self._lanes: list[_Lane] = []
         self._accepting = False
+        self._content = True
         self._logs = LogLimiter()
         if not tracing.enabled:
             return
+        environ = os.environ if env is None else env
         configured = list(exporter_cfg.traces)
-        extra = env_destination(os.environ if env is None else env)
+        extra = env_destination(environ)
         if extra is not None and all(d.name != extra.name for d in configured):
             configured.append(extra)
         for cfg in configured:
+            cfg = with_attribute_limit(cfg, environ)
             self.add(build_destination(cfg, logs=self._logs), cfg.queue_size)
 
     def add(self, destination: SpanDestination, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
@@ -128,6 +133,9 @@ class ExportPipeline:
             return
         for lane in self._lanes:
             lane.worker = asyncio.create_task(self._work(lane), name=f"exporter:{lane.destination.name}")
+        # Content is derived only if some destination keeps it (exclude_request_data strips it).
+        self._content = any(not getattr(getattr(lane.destination, "cfg", None), "exclude_request_data", False)
+                            for lane in self._lanes)  # fmt: skip
         self._accepting = True
 
     def submit(self, batch: SpanBatch) -> None:
@@ -139,7 +147,7 @@ class ExportPipeline:
         n = len(batch.spans)
         if self._lanes and self._accepting:
             try:
-                enrich_batch(batch)  # once, before any destination strips request data
+                enrich_batch(batch, content=self._content)  # once, before any destination strips it
             except Exception:  # a bad body must not cost the batch: send it as recorded
                 self._logs.warning("enrich", "exporter: enriching a batch failed; sent as recorded")
         for lane in self._lanes:

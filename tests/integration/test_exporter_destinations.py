@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -400,3 +401,31 @@ async def test_big_gzip_body_compresses_off_the_loop(otlp_receiver: OtlpReceiver
         await dest.close()
     assert result.ok and result.exported == 40
     assert otlp_receiver.received[0].content_encoding == "gzip" and otlp_receiver.errors == []
+
+
+async def test_max_attribute_chars_per_destination_counted(
+    otlp_receiver: OtlpReceiver,
+    second_otlp_receiver: OtlpReceiver,
+) -> None:
+    """One destination cuts long values (JSON kept valid), the other gets them whole; the
+    shared batch is not changed by the first; the pipeline counts what was cut."""
+    long_input = b'{"messages":[{"role":"user","content":"' + b"x" * 5000 + b'"}]}'
+    cfg = ExporterConfig(
+        traces=[
+            http_dest(otlp_receiver, name="small", max_attribute_chars=500),
+            http_dest(second_otlp_receiver, name="whole"),
+        ]
+    )
+    pipeline = ExportPipeline(cfg, TracingConfig(), env={"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "100000"})
+    await pipeline.start()
+    try:
+        pipeline.submit(batch(1, 2, **{"tfy.input": long_input}))
+        await eventually(lambda: otlp_receiver.spans() and second_otlp_receiver.spans())
+    finally:
+        await pipeline.stop(5)
+    small = {kv.key: kv.value.string_value for kv in otlp_receiver.spans()[0].attributes}
+    whole = {kv.key: kv.value.string_value for kv in second_otlp_receiver.spans()[0].attributes}
+    assert len(small["tfy.input"]) <= 500 and json.loads(small["tfy.input"])["messages"][0]["role"] == "user"
+    assert whole["tfy.input"].encode() == long_input
+    assert pipeline.counters["small"].attributes_truncated == 2  # one value on each span
+    assert pipeline.counters["whole"].attributes_truncated == 0

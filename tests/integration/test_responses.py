@@ -22,6 +22,8 @@ pytestmark = pytest.mark.timeout(60)
 
 TARGETS = ["native/gpt-4o", "chat/gpt-4o", "claude/claude-x"]
 TEXT = "".join(f"tok{i} " for i in range(8))
+# The mock models follow scripts in the user's text (bench/mock_responses.py).
+ASK_WEATHER = 'what is the weather in Paris? call get_weather {"location": "Paris"}'
 WEATHER_TOOL = {
     "type": "function",
     "name": "get_weather",
@@ -119,7 +121,7 @@ def test_stream_every_target(alice: openai.OpenAI, model: str) -> None:
 def test_function_tool_round_trip_with_previous_response_id(
     alice: openai.OpenAI, mock: Proc, model: str
 ) -> None:
-    first = alice.responses.create(model=model, input="what is the weather in Paris?", tools=[WEATHER_TOOL])
+    first = alice.responses.create(model=model, input=ASK_WEATHER, tools=[WEATHER_TOOL])
     calls = [o for o in first.output if o.type == "function_call"]
     assert len(calls) == 1 and calls[0].name == "get_weather"
     assert json.loads(calls[0].arguments) == {"location": "Paris"}
@@ -145,7 +147,7 @@ def test_function_tool_round_trip_with_previous_response_id(
 
 @pytest.mark.parametrize("model", ["chat/gpt-4o", "claude/claude-x"])
 def test_streamed_function_call_arguments(alice: openai.OpenAI, model: str) -> None:
-    with alice.responses.stream(model=model, input="weather in Paris?", tools=[WEATHER_TOOL]) as stream:
+    with alice.responses.stream(model=model, input=ASK_WEATHER, tools=[WEATHER_TOOL]) as stream:
         events = list(stream)
         final = stream.get_final_response()
     args = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
@@ -200,7 +202,7 @@ def test_store_false_keeps_nothing(alice: openai.OpenAI) -> None:
 def test_whole_history_with_store_false(alice: openai.OpenAI, mock: Proc) -> None:
     """Codex CLI style: no state, the whole history every time."""
     history = [
-        {"role": "user", "content": "weather in Paris?"},
+        {"role": "user", "content": ASK_WEATHER},
         {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "c1", "output": "rain"},
     ]

@@ -60,6 +60,7 @@ def gateway(mock: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
 
 
 calls: list[str] = []
+ASK = 'What is the weather in Paris? call get_weather {"location": "Paris"}'  # the mock's script
 
 
 @function_tool
@@ -92,7 +93,7 @@ def test_runner_run_with_a_function_tool(gateway: Proc, model: str) -> None:
     async def run() -> None:
         client = _setup(gateway)
         calls.clear()
-        result = await Runner.run(_agent(model), "What is the weather in Paris?")
+        result = await Runner.run(_agent(model), ASK)
         assert calls == ["Paris"]
         if model != "agent-claude":  # the Anthropic mock does not quote tool results
             assert result.final_output == "The tool said: sunny in Paris"
@@ -111,7 +112,7 @@ def test_runner_run_streamed(gateway: Proc, model: str) -> None:
     async def run() -> None:
         client = _setup(gateway)
         calls.clear()
-        result = Runner.run_streamed(_agent(model), "What is the weather in Paris?")
+        result = Runner.run_streamed(_agent(model), ASK)
         kinds = []
         async for event in result.stream_events():
             if event.type == "raw_response_event":

@@ -119,20 +119,23 @@ async def test_embedded_pipeline_exports_full_traces(
     assert {auth.parent_span_id, res.parent_span_id, call.parent_span_id} == {root.span_id}
     assert call.kind == 3
     a = attrs(root)
-    assert a["tfy.span_type"] == "ChatCompletion" and a["gen_ai.operation.name"] == "chat"
+    assert a["tfy.span_type"] == "ChatCompletion" and a["openinference.span.kind"] == "CHAIN"
+    assert not [k for k in a if k.startswith("gen_ai.")]  # the root is no model call
     assert "hello there" in a["tfy.input"] and "chatcmpl-mock" in a["tfy.output"]
     assert json.loads(a["tfy.input_short_hand"])["content"] == "hello there"
     assert json.loads(a["tfy.input_short_hand"])["has_image"] is False
     assert a["tfy.data_routing.destination"] == "mock/gpt-4o"
     assert a["tfy.request.created_by_subject"] == "anonymous"
-    assert a["gen_ai.request.model"] == "mock/gpt-4o" and a["gen_ai.provider.name"] == "openai"
-    assert a["gen_ai.usage.input_tokens"] == 12 and a["gen_ai.usage.output_tokens"] == 8
-    assert a["gen_ai.response.id"] == "chatcmpl-mock" and a["gen_ai.response.finish_reasons"] == ["stop"]
-    assert a["gen_ai.request.temperature"] == 0.3
+    assert a["tfy.request.model"] == "mock/gpt-4o" and a["tfy.data_routing.provider"] == "openai"
+    assert a["tfy.usage.input_tokens"] == 12 and a["tfy.usage.output_tokens"] == 8
     assert a["http.response.status_code"] == 200 and a["tfy.model.metric.latency_in_ms"] > 0
+    assert "tfy.model.metric.time_to_first_token_in_ms" not in a  # not streamed
     c = attrs(call)
     assert c["server.address"] == "127.0.0.1" and c["gen_ai.request.model"] == "gpt-4o"
     assert c["gen_ai.request.temperature"] == 0.3 and c["gen_ai.response.id"] == "chatcmpl-mock"
+    assert c["gen_ai.usage.input_tokens"] == 12 and c["gen_ai.usage.output_tokens"] == 8
+    assert c["gen_ai.response.finish_reasons"] == ["stop"] and c["openinference.span.kind"] == "LLM"
+    assert "gen_ai.response.time_to_first_chunk" not in c
     # the provider saw a traceparent naming the CLIENT span of this trace
     seen = [r for r in httpx.get(mock.url + "/_mock/requests").json() if "hello there" in r["body"]]
     assert seen[0]["headers"]["traceparent"] == f"00-{PARENT_TRACE}-{call.span_id.hex()}-01"
@@ -146,7 +149,9 @@ async def test_embedded_pipeline_exports_full_traces(
         out["choices"][0]["message"]["content"].startswith("tok0 tok1")
         and out["choices"][0]["finish_reason"] == "stop"
     )
-    assert sa["gen_ai.response.time_to_first_chunk"] > 0 and sa["gen_ai.request.stream"] is True
+    assert sa["tfy.model.metric.time_to_first_token_in_ms"] > 0 and sa["tfy.request.stream"] is True
+    sc = attrs(next(x for x in s.values() if x.kind == 3))
+    assert sc["gen_ai.response.time_to_first_chunk"] > 0 and sc["gen_ai.request.stream"] is True
     assert "tfy.output.sse" not in sa  # the raw events are the exporter's input, not an attribute
 
     # --- the failure: error status and error.type on root and CLIENT span
@@ -167,7 +172,7 @@ async def test_embedded_pipeline_exports_full_traces(
     red_root = of_trace(red, PARENT_TRACE)["POST /v1/chat/completions"]
     ra = attrs(red_root)
     assert not {"tfy.input", "tfy.output", "tfy.input_short_hand"} & set(ra)
-    assert ra["gen_ai.usage.input_tokens"] == 12 and ra["tfy.data_routing.destination"] == "mock/gpt-4o"
+    assert ra["tfy.usage.input_tokens"] == 12 and ra["tfy.data_routing.destination"] == "mock/gpt-4o"
     assert resource_attrs(second_otlp_receiver)["deployment.environment"] == "test"
 
 

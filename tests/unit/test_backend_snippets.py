@@ -30,7 +30,7 @@ def substitute(value: object) -> object:
 
 def test_every_backend_has_a_snippet() -> None:
     sections = DOC.read_text(encoding="utf-8").split("\n## ")[1:]
-    for backend in ("SigNoz", "Middleware", "Logfire", "Elastic", "Grafana", "Datadog"):
+    for backend in ("SigNoz", "Middleware", "Logfire", "Phoenix", "Langfuse", "Elastic", "Grafana", "Datadog"):
         (section,) = [s for s in sections if backend in s.splitlines()[0]]
         assert "```yaml" in section, backend
 

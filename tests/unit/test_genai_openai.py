@@ -321,6 +321,8 @@ def test_legacy_completions() -> None:
         b'{"messages": [{"role": "assistant", "tool_calls": [{"function": "x"}, 1]}], "tools": [{"type": 1}, "x"]}',
         b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png"}}]}]}',
         b'{"messages": [{"role": "user", "content": "\\ud800 lone surrogate"}]}',
+        b'{"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "' + b"[" * 100_000 + b'"}}]}]}',
+        b'{"messages": ' + b"[" * 100_000,
     ],
 )
 def test_malformed_bodies_never_raise_and_are_counted(request_body: bytes) -> None:

@@ -28,6 +28,8 @@ REQUEST = {
 }
 RESPONSE = {
     "id": "chatcmpl-1",
+    "system_fingerprint": "fp_44709d6fcb",
+    "service_tier": "default",
     "model": "gpt-4o-2024-08-06",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Rainy."}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 20, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 16}},
@@ -59,6 +61,8 @@ def test_only_the_model_call_carries_gen_ai_and_its_content() -> None:
     assert a["gen_ai.response.id"] == "chatcmpl-1" and a["gen_ai.response.finish_reasons"] == ["stop"]
     assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.cache_read.input_tokens"]) == (20, 16)
     assert "gen_ai.response.time_to_first_chunk" not in a  # not streamed
+    assert a["openai.api.type"] == "chat_completions" and a["openai.response.service_tier"] == "default"
+    assert a["openai.response.system_fingerprint"] == "fp_44709d6fcb"
 
 
 def test_anthropic_target_shows_the_conversation_as_received() -> None:
@@ -69,6 +73,7 @@ def test_anthropic_target_shows_the_conversation_as_received() -> None:
     spans = _spans(attempts=(attempt,), response_body=json.dumps(translated).encode())
     (call,) = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
     assert call.name == "chat claude-sonnet-4-5" and call.attributes["gen_ai.provider.name"] == "anthropic"
+    assert not [k for k in call.attributes if k.startswith("openai.")]  # not an OpenAI call
     found = genai_schema.check_attributes(call.attributes)
     assert found["gen_ai.input.messages"][0] == {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]}
     assert found["gen_ai.output.messages"][0]["finish_reason"] == "stop"
@@ -122,3 +127,31 @@ def test_embeddings_call_is_an_embedding_span_without_messages() -> None:
     assert not [k for k in a if k in genai_schema.CHECKS or k == "logfire.json_schema"]
     assert a["gen_ai.embeddings.dimension.count"] == 64 and a["gen_ai.request.encoding_formats"] == ["float"]
     assert a["gen_ai.response.model"] == "text-embedding-3-small"
+
+
+def test_no_content_work_when_every_destination_excludes_it() -> None:
+    record = chat_record(json.dumps(REQUEST).encode(), response_body=json.dumps(RESPONSE).encode())
+    batch = expand_batch(TraceBatch(SCHEMA_VERSION, Resource("svc", "1", "h"), [record]))
+    enrich_batch(batch, content=False)
+    (call,) = [s for s in batch.spans if s.kind == SPAN_KIND_CLIENT]
+    assert not [k for k in call.attributes if k in genai_schema.CHECKS or k == "logfire.json_schema"]
+    assert call.attributes["gen_ai.response.id"] == "chatcmpl-1"  # response attributes stay
+    assert call.attributes["gen_ai.usage.cache_read.input_tokens"] == 16
+
+
+def test_the_inbound_path_picks_the_api_mapping() -> None:
+    """A Messages-API surface records Anthropic bodies: the same enrichment maps them as such."""
+    body = {"model": "claude", "max_tokens": 64, "system": "Be brief.", "messages": [{"role": "user", "content": "hi"}]}
+    answer = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+              "content": [{"type": "text", "text": "Hello."}], "stop_reason": "end_turn",
+              "usage": {"input_tokens": 5, "cache_read_input_tokens": 3, "output_tokens": 2}}  # fmt: skip
+    record = chat_record(json.dumps(body).encode(), path="/v1/messages", response_body=json.dumps(answer).encode())
+    batch = expand_batch(TraceBatch(SCHEMA_VERSION, Resource("svc", "1", "h"), [record]))
+    enrich_batch(batch)
+    (call,) = [s for s in batch.spans if s.kind == SPAN_KIND_CLIENT]
+    found = genai_schema.check_attributes(call.attributes)
+    assert found["gen_ai.system_instructions"] == [{"type": "text", "content": "Be brief."}]
+    assert found["gen_ai.output.messages"] == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "Hello."}], "finish_reason": "stop"}
+    ]
+    assert call.attributes["gen_ai.usage.cache_read.input_tokens"] == 3

@@ -229,7 +229,11 @@ def model_call_attributes(
         sse: the events of a streamed call, as relayed (takes precedence over ``response_body``).
         usage: token counts the caller already knows, overriding the stream's.
     """
-    content = request_content(api, request_body)
-    doc = assemble(api, sse, usage) if sse else decode_object(response_body) if response_body else None
-    content.output_messages = output_messages(api, doc)
-    return {**content_attributes(content), **response_attributes(response_info(api, doc))}
+    try:
+        content = request_content(api, request_body)
+        doc = assemble(api, sse, usage) if sse else decode_object(response_body) if response_body else None
+        content.output_messages = output_messages(api, doc)
+        return {**content_attributes(content), **response_attributes(response_info(api, doc))}
+    except Exception:  # a mapping bug must cost this span's content, never the caller's batch
+        COUNTERS["exception"] += 1
+        return {}

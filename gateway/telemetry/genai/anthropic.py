@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from gateway.telemetry.genai.common import (
+    DECODE_ERRORS,
     ResponseInfo,
     as_dict,
     as_int,
@@ -242,7 +243,7 @@ def assemble_stream(chunks: Iterable[bytes]) -> dict[str, Any] | None:
         text = "".join(fragments)
         try:
             blocks[index]["input"] = msgspec.json.decode(text) if text else {}
-        except msgspec.DecodeError:
+        except DECODE_ERRORS:
             blocks[index]["input"] = text  # cut short: keep what arrived
     message["content"] = [blocks[i] for i in sorted(blocks)]
     return message

@@ -11,6 +11,8 @@ import msgspec
 from gateway.telemetry.genai.parts import BlobPart, FilePart, Part, UriPart, degraded
 
 _decode = msgspec.json.decode
+# What decoding untrusted JSON raises: malformed text, or nesting deeper than msgspec recurses.
+DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
 
 
 class ResponseInfo(msgspec.Struct, kw_only=True):
@@ -34,7 +36,7 @@ def decode_object(body: bytes | str | None) -> dict[str, Any] | None:
         return None
     try:
         doc = _decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (*DECODE_ERRORS, UnicodeDecodeError):
         degraded("body")
         return None
     if not isinstance(doc, dict):
@@ -70,7 +72,7 @@ def parse_arguments(raw: Any) -> Any:
         if text[:1] in ("{", "["):
             try:
                 return _decode(text)
-            except msgspec.DecodeError:
+            except DECODE_ERRORS:
                 return raw
     return raw
 

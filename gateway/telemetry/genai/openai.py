@@ -9,12 +9,13 @@ mapped the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
 
 from gateway.telemetry.genai.common import (
+    DECODE_ERRORS,
     ResponseInfo,
     as_dict,
     as_int,
@@ -298,58 +299,127 @@ def chat_response_info(doc: dict[str, Any] | None) -> ResponseInfo:
 # --- streams ------------------------------------------------------------------------------------
 
 
-def sse_payloads(chunks: Iterable[bytes]) -> Iterable[bytes]:
-    """The ``data:`` payloads of an SSE byte stream (``[DONE]`` left out)."""
+def sse_payloads(chunks: Iterable[bytes]) -> list[bytes]:
+    """The ``data:`` payloads of an SSE byte stream (``[DONE]`` and empty ones left out)."""
     # Chunks from the network cut events anywhere, so join before splitting into lines.
-    for line in b"".join(chunks).splitlines():
-        if line.startswith(b"data:"):
-            data = line[5:].strip()
-            if data and data != b"[DONE]":
-                yield data
+    lines = b"".join(chunks).split(b"\n")
+    return [d for d in [ln[5:].strip() for ln in lines if ln[:5] == b"data:"] if d and d != b"[DONE]"]
+
+
+def _decode_all(
+    payloads: list[bytes], decode_list: Callable[[bytes], list[Any]], decode_one: Callable[[bytes], Any]
+) -> list[Any]:
+    """Every payload decoded: in one call as a JSON array, else one by one (bad ones counted)."""
+    try:
+        return decode_list(b"[" + b",".join(payloads) + b"]")
+    except DECODE_ERRORS:
+        pass
+    out = []
+    for data in payloads:
+        try:
+            out.append(decode_one(data))
+        except DECODE_ERRORS:
+            degraded("stream_event")
+    return out
 
 
 def json_events(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
     """The JSON objects an SSE stream's events carry; undecodable ones skipped and counted."""
-    for data in sse_payloads(chunks):
-        try:
-            event = _decode(data)
-        except msgspec.DecodeError:
-            degraded("stream_event")
-            continue
+    for event in _decode_all(sse_payloads(chunks), _decode, _decode):
         if isinstance(event, dict):
             yield event
 
 
-def _merge_delta(acc: dict[str, Any], ch: dict[str, Any]) -> None:
-    if as_str(ch.get("finish_reason")):
-        acc["finish"] = ch["finish_reason"]
-    if isinstance(ch.get("text"), str):
-        acc["is_text"] = True
-        acc["content"].append(ch["text"])
-    d = ch.get("delta")
-    if not isinstance(d, dict):
-        return
-    if as_str(d.get("role")):
-        acc["role"] = d["role"]
-    for key in ("content", "refusal", "reasoning_content"):
-        if isinstance(d.get(key), str) and d[key]:
-            acc[key].append(d[key])
-    for tc in as_list(d.get("tool_calls")):
-        if not isinstance(tc, dict):
-            continue
-        index = as_int(tc.get("index")) or 0
-        tool = acc["tools"].get(index)
+class _Fn(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolDelta(msgspec.Struct, gc=False):
+    index: int = 0
+    id: str | None = None
+    type: str | None = None
+    function: _Fn | None = None
+
+
+class _Delta(msgspec.Struct, gc=False):
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[_ToolDelta] | None = None
+
+
+class _ChunkChoice(msgspec.Struct, gc=False):
+    index: int = 0
+    delta: _Delta | None = None
+    text: str | None = None  # legacy completions stream
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct, gc=False):
+    """A view of one ``chat.completion.chunk``: typed, so decoding is the only per-event cost."""
+
+    id: str | None = None
+    model: str | None = None
+    created: int | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    choices: list[_ChunkChoice] = []
+    usage: dict[str, Any] | None = None
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+_decode_chunks = msgspec.json.Decoder(list[_Chunk]).decode
+
+
+class _Acc:
+    """One choice being assembled."""
+
+    __slots__ = ("content", "finish", "reasoning", "refusal", "role", "tools")
+
+    def __init__(self) -> None:
+        self.role: str | None = None
+        self.content: list[str] = []
+        self.refusal: list[str] = []
+        self.reasoning: list[str] = []
+        self.tools: dict[int, list[Any]] = {}  # index -> [id, type, name, [argument fragments]]
+        self.finish: str | None = None
+
+
+def _merge(acc: _Acc, ch: _ChunkChoice) -> bool:
+    """Fold one choice delta in; returns whether it was a legacy completion (``text``) chunk."""
+    if ch.finish_reason:
+        acc.finish = ch.finish_reason
+    if ch.text is not None:
+        acc.content.append(ch.text)
+        return True
+    d = ch.delta
+    if d is None:
+        return False
+    if d.role:
+        acc.role = d.role
+    if d.content:
+        acc.content.append(d.content)
+    if d.refusal:
+        acc.refusal.append(d.refusal)
+    if d.reasoning_content:
+        acc.reasoning.append(d.reasoning_content)
+    for tc in d.tool_calls or ():
+        tool = acc.tools.get(tc.index)
         if tool is None:
-            tool = acc["tools"][index] = {"id": None, "type": "function", "name": "", "args": []}
-        if as_str(tc.get("id")):
-            tool["id"] = tc["id"]
-        if as_str(tc.get("type")):
-            tool["type"] = tc["type"]
-        fn = as_dict(tc.get("function"))
-        if as_str(fn.get("name")):
-            tool["name"] += fn["name"]
-        if as_str(fn.get("arguments")):
-            tool["args"].append(fn["arguments"])
+            tool = acc.tools[tc.index] = [None, "function", "", []]
+        if tc.id:
+            tool[0] = tc.id
+        if tc.type:
+            tool[1] = tc.type
+        fn = tc.function
+        if fn is not None:
+            if fn.name:
+                tool[2] += fn.name
+            if fn.arguments:
+                tool[3].append(fn.arguments)
+    return False
 
 
 def assemble_chat_stream(
@@ -364,67 +434,59 @@ def assemble_chat_stream(
     the usage event). Legacy completion streams (``choices[].text``) give a ``text_completion``.
     Undecodable events are skipped and counted.
     """
-    top: dict[str, Any] = {}
+    first: _Chunk | None = None
     usage_doc: dict[str, Any] | None = None
-    choices: dict[int, dict[str, Any]] = {}
-    for c in json_events(chunks):
-        for key in ("id", "model", "created", "system_fingerprint", "service_tier"):
-            if key not in top and c.get(key) is not None:
-                top[key] = c[key]
-        if isinstance(c.get("usage"), dict):
-            usage_doc = c["usage"]
-        for ch in as_list(c.get("choices")):
-            if not isinstance(ch, dict):
-                continue
-            index = as_int(ch.get("index")) or 0
-            acc = choices.get(index)
+    choices: dict[int, _Acc] = {}
+    is_text = False
+    for c in _decode_all(sse_payloads(chunks), _decode_chunks, _decode_chunk):
+        if first is None or first.id is None:
+            first = c
+        if c.usage is not None:
+            usage_doc = c.usage
+        for ch in c.choices:
+            acc = choices.get(ch.index)
             if acc is None:
-                acc = choices[index] = {
-                    "role": None, "content": [], "refusal": [], "reasoning_content": [],
-                    "tools": {}, "finish": None, "is_text": False,
-                }  # fmt: skip
-            _merge_delta(acc, ch)
-    is_text = any(acc["is_text"] for acc in choices.values())
+                acc = choices[ch.index] = _Acc()
+            is_text = _merge(acc, ch) or is_text
     out_choices: list[dict[str, Any]] = []
     for index in sorted(choices):
         acc = choices[index]
         if is_text:
-            out_choices.append(
-                {"index": index, "text": "".join(acc["content"]), "finish_reason": acc["finish"]}
-            )
+            out_choices.append({"index": index, "text": "".join(acc.content), "finish_reason": acc.finish})
             continue
         message: dict[str, Any] = {
-            "role": acc["role"] or "assistant",
-            "content": "".join(acc["content"]) if acc["content"] else None,
+            "role": acc.role or "assistant",
+            "content": "".join(acc.content) if acc.content else None,
         }
-        if acc["refusal"]:
-            message["refusal"] = "".join(acc["refusal"])
-        if acc["reasoning_content"]:
-            message["reasoning_content"] = "".join(acc["reasoning_content"])
-        if acc["tools"]:
+        if acc.refusal:
+            message["refusal"] = "".join(acc.refusal)
+        if acc.reasoning:
+            message["reasoning_content"] = "".join(acc.reasoning)
+        if acc.tools:
             message["tool_calls"] = [
-                {
-                    "id": t["id"],
-                    "type": t["type"],
-                    "function": {"name": t["name"], "arguments": "".join(t["args"])},
-                }
-                for _, t in sorted(acc["tools"].items())
+                {"id": t[0], "type": t[1], "function": {"name": t[2], "arguments": "".join(t[3])}}
+                for _, t in sorted(acc.tools.items())
             ]
-        out_choices.append({"index": index, "message": message, "finish_reason": acc["finish"]})
+        out_choices.append({"index": index, "message": message, "finish_reason": acc.finish})
     body: dict[str, Any] = {
-        "id": top.get("id"),
+        "id": first.id if first else None,
         "object": "text_completion" if is_text else "chat.completion",
-        "created": top.get("created"),
-        "model": top.get("model"),
+        "created": first.created if first else None,
+        "model": first.model if first else None,
         "choices": out_choices,
     }
-    for key in ("system_fingerprint", "service_tier"):
-        if key in top:
-            body[key] = top[key]
+    if first is not None and first.system_fingerprint:
+        body["system_fingerprint"] = first.system_fingerprint
+    if first is not None and first.service_tier:
+        body["service_tier"] = first.service_tier
     if usage is not None and usage != (None, None):
         inp, out = usage
-        body["usage"] = {**(usage_doc or {}), "prompt_tokens": inp, "completion_tokens": out,
-                         "total_tokens": (inp or 0) + (out or 0)}  # fmt: skip
+        body["usage"] = {
+            **(usage_doc or {}),
+            "prompt_tokens": inp,
+            "completion_tokens": out,
+            "total_tokens": (inp or 0) + (out or 0),
+        }
     elif usage_doc is not None:
         body["usage"] = usage_doc
     return body

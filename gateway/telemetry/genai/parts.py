@@ -9,6 +9,9 @@ omitted from the JSON, so a part carries only what the call had.
 
 A mapper that meets an input it cannot read never raises: it emits a generic part (or no
 attribute at all) and counts it in :data:`COUNTERS`.
+
+These types are for encoding: msgspec cannot decode a union of Structs and ``dict``, so a reader
+of the attributes decodes plain JSON (see ``tests/genai_schema.py`` for a strict reading).
 """
 
 from __future__ import annotations
