@@ -8,7 +8,7 @@ CONFIG ?= examples/gateway.yaml
 PORT ?= 8000
 MOCK_PORT ?= 8099
 
-.PHONY: setup run test lint bench bench-peers nats-server clean
+.PHONY: setup run test lint bench bench-peers nats-server claude-code clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,17 @@ nats-server:
 run: setup
 	@bash scripts/run.sh "$(CONFIG)" "$(PORT)" "$(MOCK_PORT)"
 
-test: setup nats-server
+# Claude Code (a real Messages API client for tests/integration/test_claude_code.py), from the
+# npm registry into a project-local folder, when node and npm are present.
+CLAUDE_CODE_VERSION ?= 2.1.197
+claude-code:
+	@if command -v npm >/dev/null 2>&1; then \
+	  test -x .tools/claude-code/node_modules/.bin/claude || \
+	  npm install --silent --no-audit --no-fund --prefix .tools/claude-code \
+	    @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION); \
+	else echo "npm not found: the Claude Code test will be skipped"; fi
+
+test: setup nats-server claude-code
 	$(BIN)/python -m pytest tests
 
 lint: setup

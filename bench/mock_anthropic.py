@@ -10,6 +10,7 @@ API: a ``message`` object, or with ``"stream": true`` the real event sequence
   short text block plus a ``tool_use`` of the first tool with ``{"location": "Paris"}``
   (``stop_reason: tool_use``); its input streams as several ``input_json_delta`` fragments.
 - ``max_tokens`` below the mock's chunk count cuts the text and answers ``max_tokens``.
+- ``…/messages/count_tokens`` answers ``{"input_tokens": len(body) // 4}``.
 - Model names program failures exactly as in the OpenAI mock: ``error-<status>``,
   ``slow-<ms>``, ``stall-<n>``, ``cut-<n>``; errors use Anthropic's error body shape.
 """
@@ -81,8 +82,9 @@ def _plan(req: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None, str]:
         return planned
     if _wants_tool(req):
         tool = req["tools"][0]
+        forced = (req.get("tool_choice") or {}).get("type") in ("any", "tool")
         return (
-            ["Let me check ", "the weather."],
+            [] if forced else ["Let me check ", "the weather."],  # as the API: no text before a forced tool
             {"id": TOOL_ID, "name": tool.get("name", "tool")},
             "tool_use",
         )
@@ -95,7 +97,7 @@ def _plan(req: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None, str]:
 
 def _message(model: str, req: dict[str, Any]) -> bytes:
     pieces, tool, stop = _plan(req)
-    content: list[dict[str, Any]] = [{"type": "text", "text": "".join(pieces)}]
+    content: list[dict[str, Any]] = [{"type": "text", "text": "".join(pieces)}] if pieces else []
     if tool is not None:
         content.append({"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": tool.get("input", TOOL_INPUT)})
     out_tokens = len(pieces) + (5 if tool else 0)
@@ -191,3 +193,19 @@ async def handle(scope: Any, proto: Any, body: bytes) -> None:
         await _stream(proto, model, req, arg if kind == "stall" else -1, arg if kind == "cut" else -1)
     else:
         proto.response_bytes(200, JSON, _message(model, req))
+
+
+def count_tokens(scope: Any, proto: Any, body: bytes) -> None:
+    """Answer ``POST …/messages/count_tokens``: one token per 4 bytes of the body, at least 1."""
+    if not scope.headers.get("anthropic-version"):
+        proto.response_bytes(400, JSON, _error(400, "anthropic-version: header is required"))
+        return
+    try:
+        req = _decode.decode(body)
+    except msgspec.DecodeError:
+        proto.response_bytes(400, JSON, _error(400, "mock: invalid JSON"))
+        return
+    if not isinstance(req, dict) or not isinstance(req.get("messages"), list):
+        proto.response_bytes(400, JSON, _error(400, "messages: Field required"))
+        return
+    proto.response_bytes(200, JSON, _json.encode({"input_tokens": max(1, len(body) // 4)}))

@@ -224,6 +224,9 @@ class MockApp:
                     "body": body.decode("utf-8", "replace"),
                 }
             )
+        if path.endswith("/messages/count_tokens") and getattr(self, "anthropic", None) is not None:
+            self.anthropic.count_tokens(scope, proto, body)  # type: ignore[union-attr]
+            return
         if path.endswith("/messages") and getattr(self, "anthropic", None) is not None:
             await self.anthropic.handle(scope, proto, body)  # type: ignore[union-attr]
             return
@@ -241,8 +244,10 @@ class MockApp:
             status = _state["fail"]
             proto.response_bytes(status, JSON, _error(status, "mock: programmed failure"))
             return
-        if kind == "error":
-            proto.response_bytes(arg, JSON, _error(arg, f"mock: programmed {arg}"))
+        if kind == "error":  # with the request id header real providers send
+            proto.response_bytes(
+                arg, [*JSON, ("x-request-id", "req_mock")], _error(arg, f"mock: programmed {arg}")
+            )
             return
         delay = LATENCY_S + (arg / 1000 if kind == "slow" else 0)
         if delay:

@@ -13,6 +13,9 @@ target's own work lands on the measured core.
     gateway-full      API-key auth, access rules, a never-tripping rate limit, a two-target
                       virtual model, tracing to NATS with the exporter
     gateway-aiohttp   the bare gateway with ``server.upstream_client: aiohttp`` (optional)
+    gateway-messages  the bare gateway on ``/v1/messages`` to an Anthropic target (the mock's
+                      Messages endpoint): native pass-through, compare with ``gateway``
+    gateway-messages-hub  the same to an OpenAI-type target: Messages ↔ hub translation
     litellm           LiteLLM's proxy (registered by bench.peers; optional)
 
 Gateway configs are validated with ``gateway check-config`` first; a feature section that the
@@ -39,6 +42,7 @@ import yaml
 from bench.procs import Pinning, Proc, free_port, start, stop, wait_http, wait_port
 
 CHAT_PATH = "/v1/chat/completions"
+MESSAGES_PATH = "/v1/messages"
 
 
 @dataclass
@@ -63,15 +67,18 @@ class Running:
     helpers: list[Proc] = field(default_factory=list)
     features: dict[str, bool] = field(default_factory=dict)
     probes: dict[str, str] = field(default_factory=dict)  # name → URL whose JSON is kept after the run
+    path: str = CHAT_PATH  # the endpoint loaded: chat completions, or MESSAGES_PATH
 
     @property
     def chat_url(self) -> str:
-        """The chat completions endpoint of this target."""
-        return self.base_url + CHAT_PATH
+        """The endpoint this target is loaded on (chat completions unless ``path`` says otherwise)."""
+        return self.base_url + self.path
 
     def body(self, stream: bool = False) -> bytes:
         """The request every generator sends to this target (compact JSON, one short message)."""
         text = f'{{"model":"{self.model}","messages":[{{"role":"user","content":"Say hello in one word."}}]'
+        if self.path == MESSAGES_PATH:
+            text += ',"max_tokens":64'
         return (text + (',"stream":true}' if stream else "}")).encode()
 
     def stop(self) -> None:
@@ -276,7 +283,13 @@ def start_exporter(ctx: RunContext, config_path: Path, notes: list[str]) -> Proc
 
 
 def _gateway_factory(
-    name: str, *, tracing: bool, full: bool, access: bool = False, client: str = "pyreqwest"
+    name: str,
+    *,
+    tracing: bool,
+    full: bool,
+    access: bool = False,
+    client: str = "pyreqwest",
+    messages_model: str | None = None,
 ) -> Factory:
     def factory(ctx: RunContext) -> Running:
         cmd = gateway_command()
@@ -294,6 +307,11 @@ def _gateway_factory(
             "server": {"upstream_client": client},
             "providers": _providers(ctx.mock_url, full),
         }
+        if messages_model is not None:  # the mock's Messages endpoint, as an Anthropic provider
+            config["providers"].append(
+                {"name": "anth", "type": "anthropic", "base_url": ctx.mock_url, "api_key": "sk-mock",
+                 "models": ["claude-bench"]}
+            )  # fmt: skip
         if full:
             config.update(sections)
             optional = ["auth", "access", "rate_limiting", "virtual_models", "tracing"]
@@ -362,6 +380,11 @@ def _gateway_factory(
         model = "chat-default" if full and features.get("virtual_models") else "mock/gpt-4o"
         headers = {"authorization": f"Bearer {key}"} if (full or access) and features.get("auth") else {}
         probes = {"otlp_sink": f"http://127.0.0.1:{sink.port}/stats"} if sink else {}
+        if messages_model is not None:
+            return Running(
+                name, f"http://127.0.0.1:{port}", messages_model, proc, headers, helpers, features, probes,
+                MESSAGES_PATH,
+            )  # fmt: skip
         return Running(name, f"http://127.0.0.1:{port}", model, proc, headers, helpers, features, probes)
 
     return factory
@@ -376,6 +399,12 @@ TARGETS: dict[str, Factory] = {
     "gateway-tracing": _gateway_factory("gateway-tracing", tracing=True, full=False),
     "gateway-full": _gateway_factory("gateway-full", tracing=True, full=True),
     "gateway-aiohttp": _gateway_factory("gateway-aiohttp", tracing=False, full=False, client="aiohttp"),
+    "gateway-messages": _gateway_factory(
+        "gateway-messages", tracing=False, full=False, messages_model="anth/claude-bench"
+    ),
+    "gateway-messages-hub": _gateway_factory(
+        "gateway-messages-hub", tracing=False, full=False, messages_model="mock/gpt-4o"
+    ),
 }
 DEFAULT_TARGETS = [
     "direct",
@@ -385,6 +414,8 @@ DEFAULT_TARGETS = [
     "gateway-access",
     "gateway-tracing",
     "gateway-full",
+    "gateway-messages",
+    "gateway-messages-hub",
 ]
 
 
@@ -407,7 +438,10 @@ def validate(target: Running, timeout_s: float = 10.0) -> str | None:
                 return f"{'stream' if stream else 'chat'} request got HTTP {exc.code}: {exc.read()[:300]!r}"
         except OSError as exc:
             return f"{'stream' if stream else 'chat'} request failed: {exc}"
-        expected = b"[DONE]" if stream else b'"choices"'
+        if target.path == MESSAGES_PATH:
+            expected = b"message_stop" if stream else b'"content"'
+        else:
+            expected = b"[DONE]" if stream else b'"choices"'
         if expected not in data:
             return f"{'stream' if stream else 'chat'} answer lacks {expected!r}: {data[:300]!r}"
     return None

@@ -20,9 +20,11 @@ import signal
 from typing import Any
 
 from gateway.config import GatewayConfig, load_config
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
+from gateway.errors import MethodNotAllowed, NotFound, error_response
 from gateway.mcp.http import handle_mcp
 from gateway.metrics import Metrics
+from gateway.models_api import PREFIX as MODELS_PREFIX
+from gateway.models_api import handle_models
 from gateway.proxy import handle_llm, respond_json
 from gateway.reload import ConfigReloader
 from gateway.responses import handler as responses
@@ -30,6 +32,7 @@ from gateway.responses.store import ResponseStore, make_store
 from gateway.runtime import Runtime
 from gateway.surfaces import Surface
 from gateway.surfaces.chat import CHAT, COMPLETIONS, EMBEDDINGS
+from gateway.surfaces.messages import COUNT_TOKENS, MESSAGES
 from gateway.telemetry.drain import Telemetry
 
 log = logging.getLogger("gateway")
@@ -39,6 +42,8 @@ LLM_ROUTES: dict[str, Surface] = {
     "/v1/chat/completions": CHAT,
     "/v1/completions": COMPLETIONS,
     "/v1/embeddings": EMBEDDINGS,
+    "/v1/messages": MESSAGES,
+    "/v1/messages/count_tokens": COUNT_TOKENS,
 }
 GET_ROUTES = {"/v1/models", "/healthz", "/readyz", "/metrics"}
 
@@ -165,12 +170,7 @@ class GatewayApp:
                     proto, MethodNotAllowed(f"{method} is not allowed on {path}; use GET"), [("allow", "GET")]
                 )
             elif path == "/v1/models":
-                try:
-                    principal = rt.access.authenticate(scope.headers.get)
-                except GatewayError as exc:
-                    self._error(proto, exc, [])
-                    return
-                respond_json(proto, 200, rt.visible_models_body(principal))
+                handle_models(rt, scope, proto)
             elif path == "/metrics":
                 if self.metrics is None or not self.metrics.enabled:
                     self._error(
@@ -187,6 +187,9 @@ class GatewayApp:
                 respond_json(proto, 503, b'{"status":"draining"}')
             else:
                 respond_json(proto, 200, b'{"status":"ready"}')
+            return
+        if path.startswith(MODELS_PREFIX) and method in ("GET", "HEAD"):
+            handle_models(rt, scope, proto)
             return
         self._error(proto, NotFound(f"no route for {method} {path}", code="unknown_url"), [])
 

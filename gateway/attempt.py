@@ -48,6 +48,7 @@ class Attempt:
         "first_out",
         "first_pc",
         "relayed_headers",
+        "local",
     )
 
     def __init__(self) -> None:
@@ -64,6 +65,7 @@ class Attempt:
         self.first_out = b""
         self.first_pc = 0  # perf_counter_ns() when the first client-visible bytes were ready
         self.relayed_headers: list[tuple[str, str]] = []
+        self.local = False  # answered by the gateway itself (an estimate): no provider health
 
     @property
     def stream_complete(self) -> bool:
@@ -134,6 +136,8 @@ async def run_attempt(
             provider's error shape), or the stream ended before its first chunk.
         InvalidRequest: the request cannot be expressed for this provider.
     """
+    if surface.estimates and surface.api not in target.urls:
+        return _estimated(surface.estimate(req))
     url, headers, body, native = build_request(target, entry, req, surface, extra_headers)
     send = target.client.send(
         url, headers, body, stream=req.stream, timeout_s=None if req.stream else entry.timeout_s
@@ -184,6 +188,15 @@ async def run_attempt(
     except BaseException:
         await resp.aclose()
         raise
+    return attempt
+
+
+def _estimated(body: bytes) -> Attempt:
+    """An attempt the gateway answered itself (no upstream call: nothing to charge or time)."""
+    attempt = Attempt()
+    attempt.body = body
+    attempt.local = True
+    attempt.first_pc = perf_counter_ns()
     return attempt
 
 

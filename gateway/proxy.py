@@ -244,7 +244,8 @@ async def _call_with_fallbacks(
             raise
         ended = perf_counter_ns()
         out.attempts.append(AttemptRecord(span_id, target.trace_info, step.kind, started, ended, 200))
-        router.record(entry.target, True, (ended - started) / 1e9)
+        if not attempt.local:
+            router.record(entry.target, True, (ended - started) / 1e9)
         return attempt, entry
 
 

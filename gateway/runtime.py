@@ -107,6 +107,7 @@ class Runtime:
         self.prices = PriceTable.from_config(config.metrics.prices_file, config.metrics.prices)
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
         self.all_model_ids = [*self.models, *self.router.virtual_models()]
+        self._model_ids = frozenset(self.all_model_ids)
         self.models_body = self.render_models(self.all_model_ids)
         self._models_bodies: dict[frozenset[str], bytes] = {}
 
@@ -122,6 +123,10 @@ class Runtime:
             self.access.start_soon(loop, cluster.nats_url, cluster.subject_prefix)
         else:
             self.access.start_soon(loop)
+
+    def has_model(self, model_id: str) -> bool:
+        """Whether ``model_id`` is a concrete or virtual model of this config."""
+        return model_id in self._model_ids
 
     def visible_models_body(self, principal: Principal) -> bytes:
         """``GET /v1/models`` for one caller: only what the access rules let it use."""

@@ -6,7 +6,7 @@ requests, responses, stream chunks and errors into and out of the provider's own
 surface's API is not one of them. Pure: no I/O; the attempt (``gateway.attempt``) sends.
 
     openai     serves chat, completions, embeddings   hub == its own API (model rewritten only)
-    anthropic  serves messages                       hub ↔ Messages (gateway.providers.anthropic)
+    anthropic  serves messages, count_tokens         hub ↔ Messages (gateway.providers.anthropic)
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ class AnthropicAdapter(ProviderAdapter):
     hub_api = "messages"
 
     def urls(self, base_url: str) -> dict[str, str]:
-        return {"messages": anthropic.messages_url(base_url)}
+        url = anthropic.messages_url(base_url)
+        return {"messages": url, "count_tokens": url + "/count_tokens"}
 
     def headers(self, api_key: str | None, extra: Mapping[str, str]) -> list[tuple[str, str]]:
         return [*anthropic.request_headers(api_key), *extra.items()]

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import InvalidRequest
+from gateway.providers.anthropic_params import apply_params
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -46,6 +47,10 @@ __all__ = [
 ]
 
 ANTHROPIC_VERSION = "2023-06-01"
+# The tool the gateway forces for ``response_format`` (gateway.providers.anthropic_params);
+# its input is the answer, returned as message content.
+JSON_TOOL = "gateway_json_output"
+_JSON_BLOCK = -2  # marks JSON_TOOL's block in the stream translator's block map
 DEFAULT_MAX_TOKENS = 4096
 
 _decode = msgspec.json.Decoder().decode
@@ -116,6 +121,25 @@ def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
+def _document_block(part: Mapping[str, Any]) -> dict[str, Any]:
+    file: Any = part.get("file")
+    if not isinstance(file, dict):
+        file = {}
+    data = file.get("file_data")
+    if not isinstance(data, str) or not data.startswith("data:application/pdf;base64,"):
+        raise InvalidRequest(
+            "file parts must carry a base64 PDF in file_data for anthropic (file_id is not supported)",
+            param="messages",
+        )
+    block: dict[str, Any] = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": data.partition(",")[2]},
+    }
+    if file.get("filename"):
+        block["title"] = file["filename"]
+    return block
+
+
 def _content_blocks(content: Any) -> list[dict[str, Any]]:
     if content is None:
         return []
@@ -132,6 +156,8 @@ def _content_blocks(content: Any) -> list[dict[str, Any]]:
             blocks.append({"type": "text", "text": part.get("text", "")})
         elif kind == "image_url":
             blocks.append(_image_block(part))
+        elif kind == "file":
+            blocks.append(_document_block(part))
         else:
             raise InvalidRequest(
                 f"content part type {kind!r} is not supported by anthropic", param="messages"
@@ -175,6 +201,10 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         }
         if fn.get("description"):
             t["description"] = fn["description"]
+        if fn.get("strict"):
+            t["strict"] = True  # Anthropic's strict tool use: inputs follow the schema exactly
+        if t["name"] == JSON_TOOL:
+            raise InvalidRequest(f"the tool name '{JSON_TOOL}' is reserved by the gateway", param="tools")
         out.append(t)
     return out
 
@@ -267,6 +297,7 @@ def to_anthropic_request(
         out["tool_choice"] = tc
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
+    apply_params(body, out, JSON_TOOL)  # every other field: translated or refused, never dropped
     return out
 
 
@@ -298,7 +329,7 @@ def encode_request(
 # --- response ----------------------------------------------------------------------------------
 
 
-def _usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
+def _usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
     usage = usage or {}
     # Cached input is still input the client sent: OpenAI counts it in prompt_tokens.
     prompt = (
@@ -307,17 +338,38 @@ def _usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
         + (usage.get("cache_read_input_tokens") or 0)
     )
     completion = usage.get("output_tokens") or 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    cached, created = usage.get("cache_read_input_tokens") or 0, usage.get("cache_creation_input_tokens") or 0
+    if cached or created:
+        # OpenAI's name for cache reads; cache writes have none, so they keep Anthropic's.
+        out["prompt_tokens_details"] = {"cached_tokens": cached, "cache_creation_input_tokens": created}
+    return out
 
 
 def from_anthropic_response(resp: Mapping[str, Any], created: int | None = None) -> dict[str, Any]:
-    """Translate a Messages response object into an OpenAI ``chat.completion`` object."""
+    """Translate a Messages response object into an OpenAI ``chat.completion`` object.
+
+    Thinking blocks become ``message.reasoning_content`` (the field OpenAI-compatible reasoning
+    providers use); the gateway's own structured-output tool (:data:`JSON_TOOL`, see
+    ``gateway.providers.anthropic_params``) becomes the message content."""
     text: list[str] = []
+    reasoning: list[str] = []
     tool_calls: list[dict[str, Any]] = []
+    answer: str | None = None
+    stop = resp.get("stop_reason")
     for block in resp.get("content") or []:
         kind = block.get("type")
         if kind == "text":
             text.append(block.get("text", ""))
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking", ""))
+        elif kind == "tool_use" and block.get("name") == JSON_TOOL:
+            answer = _encode(block.get("input", {})).decode()
+            stop = "end_turn"
         elif kind == "tool_use":
             tool_calls.append(
                 {
@@ -329,8 +381,13 @@ def from_anthropic_response(resp: Mapping[str, Any], created: int | None = None)
                     },
                 }
             )
-        # thinking and other blocks have no OpenAI chat equivalent: dropped.
+        # redacted_thinking is encrypted (nothing readable to carry); server tool blocks
+        # cannot occur: a chat request never enables server tools.
+    if answer is not None:
+        text = [answer]  # the structured answer is the content (a forced tool has no preamble)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {
@@ -342,7 +399,7 @@ def from_anthropic_response(resp: Mapping[str, Any], created: int | None = None)
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": finish_reason(resp.get("stop_reason")),
+                "finish_reason": finish_reason(stop),
                 "logprobs": None,
             }
         ],
@@ -403,6 +460,8 @@ class AnthropicStreamTranslator:
         "_prefix",
         "_tools",
         "_n_tools",
+        "_json",
+        "_raw_usage",
     )
 
     def __init__(self, include_usage: bool = False, created: int | None = None) -> None:
@@ -413,11 +472,13 @@ class AnthropicStreamTranslator:
         self.id = ""
         self.model = ""
         self.finish_reason: str | None = None
-        self.usage: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        self.usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        self._raw_usage: dict[str, Any] = {}  # Anthropic's counts so far
         self._buf = b""
         self._prefix = b""
         self._tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool_call index
         self._n_tools = 0
+        self._json = False  # the structured-output tool (JSON_TOOL) is streaming the answer
 
     def feed(self, chunk: bytes) -> bytes:
         """Consume upstream bytes; return the OpenAI SSE bytes they complete (maybe empty)."""
@@ -454,9 +515,13 @@ class AnthropicStreamTranslator:
             dtype = delta.get("type")
             if dtype == "text_delta":
                 self._chunk(out, {"content": delta.get("text", "")})
+            elif dtype == "thinking_delta":
+                self._chunk(out, {"reasoning_content": delta.get("thinking", "")})
             elif dtype == "input_json_delta":
                 k = self._tools.get(ev.get("index", -1))
-                if k is not None:
+                if k == _JSON_BLOCK:  # the structured-output tool: its input is the answer
+                    self._chunk(out, {"content": delta.get("partial_json", "")})
+                elif k is not None:
                     fn = {"arguments": delta.get("partial_json", "")}
                     self._chunk(out, {"tool_calls": [{"index": k, "function": fn}]})
         elif kind == "content_block_start":
@@ -464,6 +529,11 @@ class AnthropicStreamTranslator:
             btype = block.get("type")
             if btype == "text" and block.get("text"):
                 self._chunk(out, {"content": block["text"]})
+            elif btype == "thinking" and block.get("thinking"):
+                self._chunk(out, {"reasoning_content": block["thinking"]})
+            elif btype == "tool_use" and block.get("name") == JSON_TOOL:
+                self._tools[ev.get("index", -1)] = _JSON_BLOCK
+                self._json = True
             elif btype == "tool_use":
                 k = self._tools[ev.get("index", -1)] = self._n_tools
                 self._n_tools += 1
@@ -478,7 +548,8 @@ class AnthropicStreamTranslator:
             msg = ev.get("message") or {}
             self.id = msg.get("id", "")
             self.model = msg.get("model", "")
-            self.usage = _usage(msg.get("usage"))
+            self._raw_usage = dict(msg.get("usage") or {})
+            self.usage = _usage(self._raw_usage)
             self._prefix = (
                 b'{"id":'
                 + _encode(self.id)
@@ -492,7 +563,10 @@ class AnthropicStreamTranslator:
             delta = ev.get("delta") or {}
             if ev.get("usage"):
                 self._merge_usage(ev["usage"])
-            self.finish_reason = finish_reason(delta.get("stop_reason")) or "stop"
+            stop = delta.get("stop_reason")
+            if self._json and stop == "tool_use" and not self._n_tools:
+                stop = "end_turn"  # the structured-output tool answered: a plain stop for the client
+            self.finish_reason = finish_reason(stop) or "stop"
             self._chunk(out, {}, self.finish_reason)
         elif kind == "message_stop":
             if self.include_usage:
@@ -508,16 +582,10 @@ class AnthropicStreamTranslator:
         # ping, content_block_stop and unknown events carry nothing for the client.
 
     def _merge_usage(self, usage: Mapping[str, Any]) -> None:
-        # message_delta usage is cumulative; input counts appear there only sometimes.
-        merged = {
-            "input_tokens": self.usage["prompt_tokens"],
-            "output_tokens": usage.get("output_tokens", self.usage["completion_tokens"]),
-        }
-        if any(
-            usage.get(k) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-        ):
-            merged = {**usage, "output_tokens": merged["output_tokens"]}
-        self.usage = _usage(merged)
+        # message_delta counts are cumulative and override message_start's; input and cache
+        # counts appear there only sometimes.
+        self._raw_usage.update({k: v for k, v in usage.items() if v is not None})
+        self.usage = _usage(self._raw_usage)
 
     def _chunk(self, out: list[bytes], delta: dict[str, Any], finish: str | None = None) -> None:
         fin = b"null" if finish is None else b'"' + finish.encode() + b'"'

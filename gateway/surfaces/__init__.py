@@ -17,8 +17,14 @@ translators, chained surface → hub → provider, never N × M.
 A surface is a stateless singleton; per-request state lives in the request view it returns and
 in the stream stages it creates. Module map:
 
-    chat.py      /v1/chat/completions, /v1/completions, /v1/embeddings   (OpenAI)
-    messages.py  /v1/messages, /v1/messages/count_tokens                (Anthropic)
+    chat.py            /v1/chat/completions, /v1/completions, /v1/embeddings   (OpenAI)
+    messages.py        /v1/messages, /v1/messages/count_tokens                (Anthropic)
+    messages_hub.py    Messages ↔ hub requests and responses
+    messages_stream.py hub chunks → Messages events
+
+Adding a surface: subclass :class:`Surface` (``name``, ``operation``, ``api`` and the methods
+below), route its path to the instance in ``gateway.app.LLM_ROUTES``, and, for providers that
+serve its API natively, add the API's URL to their adapter's ``urls`` (``gateway.providers``).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class Surface:
             ``ModelTarget.urls``) gets the client's bytes with only ``model`` rewritten.
         error_shape: the provider family whose error bodies this surface relays unchanged.
         translatable: whether the surface has a hub form (else only native targets serve it).
+        estimates: whether the gateway answers targets without the API itself (``estimate``).
     """
 
     name = ""
@@ -65,6 +72,7 @@ class Surface:
     api = ""
     error_shape = "openai"
     translatable = False
+    estimates = False  # answers targets without its API itself (see ``estimate``)
 
     # --- request ------------------------------------------------------------------------------
 
@@ -92,6 +100,11 @@ class Surface:
         Raises:
             InvalidRequest: the request has no faithful hub form (naming the field).
         """
+        raise NotImplementedError
+
+    def estimate(self, req: ParsedRequest) -> bytes:
+        """The response body the gateway gives itself for a target without the surface's API
+        (only when ``estimates``; e.g. a token count)."""
         raise NotImplementedError
 
     # --- response -----------------------------------------------------------------------------

@@ -198,7 +198,12 @@ def test_response_translation() -> None:
         }
     ]
     assert out["choices"][0]["finish_reason"] == "tool_calls"
-    assert out["usage"] == {"prompt_tokens": 25, "completion_tokens": 9, "total_tokens": 34}
+    assert out["usage"] == {
+        "prompt_tokens": 25,
+        "completion_tokens": 9,
+        "total_tokens": 34,
+        "prompt_tokens_details": {"cached_tokens": 5, "cache_creation_input_tokens": 0},
+    }
     assert (out["id"], out["model"], out["created"]) == ("msg_01", "claude-sonnet-4-5", 1)
     plain = json.loads(
         translate_response(msgspec.json.encode({**RESPONSE, "content": [], "stop_reason": "max_tokens"}))
