@@ -84,6 +84,12 @@ def build(name: str) -> MCPServer:
         return json.dumps(seen)
 
     @server.tool()
+    def session_key(ctx: Context) -> str:
+        """Identifies the upstream session serving this call (stateful server)."""
+        headers: Any = ctx.headers or {}
+        return str(headers.get("mcp-session-id"))
+
+    @server.tool()
     def remember(key: str, value: str) -> str:
         """Store a value (process memory)."""
         memory[key] = value

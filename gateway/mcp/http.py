@@ -316,11 +316,18 @@ async def _composite_local(
     """What a composite server answers itself: merged tools/list, ping, server/discover."""
     if req.method == "tools/list":
         meta = {"_meta": params["_meta"]} if "_meta" in params else None
+        members = gw.members(req.server)
+        listed = await asyncio.gather(
+            *(gw.upstream_tools(m, sessions, req.trace, req.calls, principal, meta) for m in members),
+            return_exceptions=True,
+        )
         tools: list[dict[str, msgspec.Raw]] = []
-        for member in gw.members(req.server):
-            for name, tool in await gw.upstream_tools(
-                member, sessions, req.trace, req.calls, principal, meta
-            ):
+        for member, found in zip(members, listed, strict=True):
+            if isinstance(found, BaseException):
+                # One member down must not hide the others' tools; its CLIENT span shows the error.
+                log.warning("MCP composite %s: tools/list of %s failed: %s", req.server, member, found)
+                continue
+            for name, tool in found:
                 shown = f"{member}__{name}"
                 if gw.policy.allowed(principal, req.server, shown):
                     tools.append(rpc.renamed(tool, shown))
