@@ -59,6 +59,7 @@ log = logging.getLogger("gateway.mcp")
 GATEWAY_CLIENT_INFO = {"name": "llm-gateway", "version": "0.1.0"}
 OVERRIDES_SIZE = 65_536
 MAX_PAGES = 20
+NO_RETRY = frozenset({"initialize", "DELETE"})  # never re-initialise an upstream session for these
 
 
 class TraceContext(NamedTuple):
@@ -276,7 +277,7 @@ class McpGateway:
                 finish(rec, 0, exc)
                 raise
             rec.status = reply.status
-            if reply.status == 404 and session_id is not None and attempt == 0 and method != "initialize":
+            if reply.status == 404 and session_id is not None and attempt == 0 and method not in NO_RETRY:
                 await reply.aclose()
                 finish(rec, 404, UpstreamFailed("the MCP server no longer knows the session"))
                 await self.reinitialize(server, sessions, trace, calls, principal)

@@ -176,19 +176,30 @@ async def _serve(app: Any, gw: McpGateway, scope: Any, proto: Any, req: Req) -> 
     if req.http_method == "POST":
         await _post(app, gw, scope, proto, req, principal, modern)
         return
-    if modern or gw.is_composite(req.server):
-        raise HttpFailure(405, f"{req.http_method} is not offered on /mcp/{req.server}", [("allow", "POST")])
+    composite = gw.is_composite(req.server)
+    if modern or (composite and req.http_method == "GET"):
+        allow = "POST" if modern else "POST, DELETE"
+        raise HttpFailure(405, f"{req.http_method} is not offered on /mcp/{req.server}", [("allow", allow)])
     state = _open_session(gw, headers, req, principal, required=True)
     assert state is not None
     sessions = _sessions(state, version or state.version)
     if req.http_method == "GET":
         await _get_stream(app, gw, proto, req, sessions, headers.get("last-event-id"))
-    else:
-        reply, _ = await gw.send(
-            req.server, sessions, req.trace, [], method="DELETE", http_method="DELETE", body=b""
-        )
+        return
+    # DELETE ends the upstream sessions behind this one (each member of a composite).
+    statuses = []
+    for member in gw.members(req.server):
+        if gw.session_id_for(sessions, member) is None:
+            continue  # a stateless upstream: nothing to end
+        try:
+            reply, _ = await gw.send(member, sessions, req.trace, [], method="DELETE", http_method="DELETE")
+        except McpError as exc:
+            log.info("MCP DELETE on %s failed: %s", member, exc)
+            continue
         await reply.aclose()
-        _respond(proto, reply.status if reply.status < 500 else 200, [], b"")
+        statuses.append(reply.status)
+    req.status = 405 if statuses and all(s == 405 for s in statuses) else 200
+    _respond(proto, req.status, [("allow", "POST, GET")] if req.status == 405 else [], b"")
 
 
 async def _post(
@@ -228,6 +239,7 @@ async def _post(
         extra.append(("mcp-name", headers["mcp-name"]))
 
     if not msg.is_request:  # a notification or the client's answer to a server request
+        req.status = 202
         if composite:
             _respond(proto, 202, [], b"")  # members were initialised by the gateway itself
             return
@@ -237,7 +249,8 @@ async def _post(
         )  # fmt: skip
         await reply.aclose()
         finish(rec, reply.status, None)
-        _respond(proto, 202 if reply.status < 300 else reply.status, [], b"")
+        req.status = 202 if reply.status < 300 else reply.status
+        _respond(proto, req.status, [], b"")
         return
 
     params = rpc.decode_params(msg.params)
@@ -372,7 +385,7 @@ async def _relay(
             if transform and msg.result
             else None
         )
-        status = 200 if reply.status < 300 else reply.status  # a 4xx with a JSON-RPC body (version errors)
+        status = req.status = 200 if reply.status < 300 else reply.status  # a 4xx with a JSON-RPC body
         _respond(proto, status, [*JSON, *extra], body if body is not None else _reencode(msg))
         return
     req.stream = True

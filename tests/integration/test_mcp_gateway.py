@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -137,11 +138,7 @@ async def test_tool_rate_limit_is_a_jsonrpc_error_with_retry_time(gw: Proc) -> N
 
 async def test_modern_stateless_client_through_the_gateway(gw: Proc) -> None:
     """The 2026-07-28 revision: no handshake, no session, version in every request."""
-    http = httpx.AsyncClient(headers=headers_for("alice"), timeout=20)
-    import httpx2
-
     client = httpx2.AsyncClient(headers=headers_for("alice"), timeout=20)
-    await http.aclose()
     async with client, Client(streamable_http_client(gw.url + "/mcp/stateful", http_client=client)) as c:
         assert c.session.discover_result is not None  # server/discover went through: modern era
         names = {t.name for t in (await c.list_tools()).tools}
