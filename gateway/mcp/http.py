@@ -392,6 +392,7 @@ async def _relay(
     transport = proto.response_stream(200, [*SSE, *extra])
     parser = rpc.SseParser()
     answered = False
+    stop = _StopWhen(proto)  # closing the stream cancels the request (and the upstream call)
     try:
         while (chunk := await reply.next_chunk()) is not None:
             for event in parser.feed(chunk):
@@ -413,10 +414,15 @@ async def _relay(
         req.error = exc
         with contextlib.suppress(ProtocolClosed, ProtocolError):
             await transport.send_bytes(rpc.sse_event(rpc.encode_error(request_id, exc)))
+    except asyncio.CancelledError:
+        if not stop.fired:
+            raise  # cancelled by shutdown
+        finish(rec, reply.status, UpstreamFailed("the client closed the stream"))
     except (ProtocolClosed, ProtocolError) as exc:  # the client went away while we wrote
         finish(rec, reply.status, UpstreamFailed("the client closed the stream"))
         log.debug("MCP stream to client ended: %s", exc)
     finally:
+        stop.close()
         await reply.aclose()
 
 
@@ -433,31 +439,45 @@ async def _get_stream(
         _respond(proto, reply.status if reply.status != 200 else 405, [("allow", "POST, DELETE")], b"")
         return
     req.stream = True
-    task = asyncio.current_task()
-    watcher = asyncio.ensure_future(proto.client_disconnect())
-    drain = asyncio.ensure_future(_wait_draining(app))
-
-    def stop(_: Any) -> None:
-        if task is not None and not task.done():
-            task.cancel()
-
-    watcher.add_done_callback(stop)
-    drain.add_done_callback(stop)
+    stop = _StopWhen(proto, app)
     transport = proto.response_stream(200, SSE)
     try:
         while (chunk := await reply.next_chunk()) is not None:
             await transport.send_bytes(chunk)
     except asyncio.CancelledError:
-        if not (watcher.done() or drain.done()):
+        if not stop.fired:
             raise  # cancelled by shutdown
         # The client left, or this pod drains: the client reconnects (Last-Event-ID) to a peer.
     except (McpError, ProtocolClosed, ProtocolError) as exc:
         log.debug("MCP GET stream ended: %s", exc)
     finally:
-        for t in (watcher, drain):
-            t.remove_done_callback(stop)
-            t.cancel()
+        stop.close()
         await reply.aclose()
+
+
+class _StopWhen:
+    """Cancels the current task when the client disconnects (or, given ``app``, the pod drains)."""
+
+    def __init__(self, proto: Any, app: Any = None) -> None:
+        self._task = asyncio.current_task()
+        self._watchers = [asyncio.ensure_future(proto.client_disconnect())]
+        if app is not None:
+            self._watchers.append(asyncio.ensure_future(_wait_draining(app)))
+        for w in self._watchers:
+            w.add_done_callback(self._stop)
+
+    @property
+    def fired(self) -> bool:
+        return any(w.done() and not w.cancelled() for w in self._watchers)
+
+    def _stop(self, _: Any) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def close(self) -> None:
+        for w in self._watchers:
+            w.remove_done_callback(self._stop)
+            w.cancel()
 
 
 async def _wait_draining(app: Any) -> None:
