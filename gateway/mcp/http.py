@@ -42,6 +42,7 @@ from gateway.mcp.core import (
 from gateway.mcp.jsonrpc import McpError, MethodNotFound, UpstreamFailed
 from gateway.mcp.session import SessionState, new_state
 from gateway.mcp.upstream import Reply
+from gateway.proxy import read_body
 from gateway.telemetry.spans import new_span_id, new_trace_id, parse_traceparent
 from gateway.telemetry.wire import PHASE_AUTH, PHASE_NONE, McpCallRecord, McpRecord, TraceRecord
 
@@ -220,8 +221,8 @@ async def _post(
     if modern:
         mirrored = headers.get("mcp-method")
         if mirrored is not None and mirrored != req.method:
-            raise rpc.McpError(
-                f"Header mismatch: Mcp-Method '{mirrored}' but the body says '{req.method}'", http_status=400
+            raise rpc.HeaderMismatch(
+                f"Header mismatch: Mcp-Method '{mirrored}' but the body says '{req.method}'"
             )
     composite = gw.is_composite(req.server)
 
@@ -514,8 +515,6 @@ def _sessions(state: SessionState, version: str) -> UpstreamSessions:
 
 async def _read_body(scope: Any, proto: Any, limit: int) -> bytes:
     try:
-        from gateway.proxy import read_body
-
         return await read_body(scope, proto, limit)
     except PayloadTooLarge as exc:
         raise HttpFailure(413, exc.message) from None
