@@ -21,6 +21,10 @@ In-process API (stable; the Responses surface runs MCP tools inside agent loops 
                        # gateway.telemetry.expand_mcp.call_span(record, trace_id, parent, offset)
     call.rule_ids      # rate-limit rule ids applied
 
+Tool calls are counted in ``llm_gateway_mcp_*`` once ``mcp.metrics`` is set
+(``mcp.metrics = gateway.metrics.mcp.McpMetrics.of(app.metrics)``; the HTTP surface sets it on its
+first request, and it is carried across reloads).
+
 ``list_tools`` raises :class:`~gateway.mcp.jsonrpc.McpError` (unknown server: ``ToolDenied``;
 upstream failures). ``call_tool`` never raises for a refused or failed call: the error is in
 ``call.error``. Access rules, registry filters and tool rate limits are applied exactly as on
