@@ -489,7 +489,7 @@ async def read_response(reply: Reply, request_id: Any) -> rpc.Message:
             while (chunk := await reply.next_chunk()) is not None:
                 for event in parser.feed(chunk):
                     msg = _message_or_none(event.data)
-                    if msg is not None and msg.is_response and str(msg.id) == str(request_id):
+                    if msg is not None and msg.is_response and msg.id == request_id:
                         return msg
             raise UpstreamFailed(f"MCP server '{reply.server}' ended its stream before answering")
         body = await reply.read()

@@ -74,7 +74,7 @@ class Req:
 
     __slots__ = (
         "auth_end", "auth_start", "calls", "error", "failed_phase", "http_method", "method",
-        "principal", "protocol_version", "request_id", "rule_ids", "server", "session_id", "start_pc",
+        "principal", "protocol_version", "raw_id", "request_id", "rule_ids", "server", "session_id", "start_pc",
         "status", "stream", "target", "trace", "epoch_offset", "span_id", "parent_id", "metadata",
     )  # fmt: skip
 
@@ -93,6 +93,7 @@ class Req:
         self.method = ""
         self.target = ""
         self.request_id = ""
+        self.raw_id: Any = None  # the client's id as sent (int or str), echoed in errors
         self.session_id = ""
         self.protocol_version = ""
         self.status = 200
@@ -125,7 +126,7 @@ async def handle_mcp(app: Any, scope: Any, proto: Any) -> None:
             req.rule_ids = (exc.rule_id,)
         extra = exc.headers if isinstance(exc, HttpFailure) else []
         body = (
-            rpc.encode_error(_id_or_none(req), exc)
+            rpc.encode_error(req.raw_id, exc)
             if not isinstance(exc, HttpFailure)
             else rpc.encode_error(None, exc)
         )
@@ -185,7 +186,10 @@ async def _serve(app: Any, gw: McpGateway, scope: Any, proto: Any, req: Req) -> 
     assert state is not None
     sessions = _sessions(state, version or state.version)
     if req.http_method == "GET":
-        await _get_stream(app, gw, proto, req, sessions, headers.get("last-event-id"))
+        try:
+            await _get_stream(app, gw, proto, req, sessions, headers.get("last-event-id"))
+        except McpError as exc:  # before the stream started: an HTTP error, not a JSON-RPC answer
+            raise HttpFailure(504 if isinstance(exc, rpc.UpstreamTimedOut) else 502, exc.message) from None
         return
     # DELETE ends the upstream sessions behind this one (each member of a composite).
     statuses = []
@@ -218,6 +222,7 @@ async def _post(
     req.method = msg.method if isinstance(msg.method, str) else ""
     if msg.id is not msgspec.UNSET:
         req.request_id = str(msg.id)
+        req.raw_id = msg.id
     if modern:
         mirrored = headers.get("mcp-method")
         if mirrored is not None and mirrored != req.method:
@@ -382,12 +387,12 @@ async def _relay(
             raise
         finish_from(rec, reply.status, msg)
         body = (
-            rpc.encode_result(msg.id, msgspec.Raw(transform(msg.result)))
+            rpc.encode_result(request_id, msgspec.Raw(transform(msg.result)))
             if transform and msg.result
             else None
         )
         status = req.status = 200 if reply.status < 300 else reply.status  # a 4xx with a JSON-RPC body
-        _respond(proto, status, [*JSON, *extra], body if body is not None else _reencode(msg))
+        _respond(proto, status, [*JSON, *extra], body if body is not None else _reencode(msg, request_id))
         return
     req.stream = True
     transport = proto.response_stream(200, [*SSE, *extra])
@@ -398,7 +403,7 @@ async def _relay(
         while (chunk := await reply.next_chunk()) is not None:
             for event in parser.feed(chunk):
                 got = _message(event.data)
-                if got is not None and got.is_response and str(got.id) == str(request_id):
+                if got is not None and got.is_response and got.id == request_id:
                     answered = True
                     finish_from(rec, reply.status, got)
                     if transform and got.result:
@@ -533,16 +538,12 @@ def _message(data: bytes) -> rpc.Message | None:
         return None
 
 
-def _reencode(msg: rpc.Message) -> bytes:
+def _reencode(msg: rpc.Message, request_id: Any) -> bytes:
+    """The upstream's answer with the client's id (an upstream that could not read our request
+    answers with a null id)."""
     if msg.error:
-        return msgspec.json.encode({"jsonrpc": "2.0", "id": msg.id, "error": msg.error})
-    return rpc.encode_result(msg.id, msg.result)
-
-
-def _id_or_none(req: Req) -> Any:
-    if not req.request_id:
-        return None
-    return int(req.request_id) if req.request_id.lstrip("-").isdigit() else req.request_id
+        return msgspec.json.encode({"jsonrpc": "2.0", "id": request_id, "error": msg.error})
+    return rpc.encode_result(request_id, msg.result)
 
 
 def _record_trace(tel: Any, path: str, req: Req) -> None:

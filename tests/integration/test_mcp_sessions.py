@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,45 @@ async def test_upstream_killed_mid_stream_ends_the_call_with_an_error(tmp_path: 
         assert httpx.get(gw.url + "/healthz").status_code == 200
         async with sdk_session(gw.url + "/mcp/stateless", "alice") as s:  # the worker is healthy
             assert _text(await s.call_tool("add", {"a": 1, "b": 1})) == "2"
+    finally:
+        for p in (gw, stateful, stateless):
+            p.stop()
+
+
+def test_draining_pod_closes_get_streams_and_finishes_tool_calls(tmp_path: Path) -> None:
+    """SIGTERM: /readyz turns 503, the GET stream ends at once (the client reconnects elsewhere),
+    an in-flight streamed tool call still gets its answer."""
+    from tests.integration.mcp_helpers import ACCEPT, headers_for, initialize, post, rpc_result
+
+    stateful = start_upstream("--name", "stateful")
+    stateless = start_upstream("--stateless")
+    cfg = gateway_config(stateful.url, stateless.url, server={"shutdown_delay_s": 8, "drain_timeout_s": 10})
+    gw = start_gateway(cfg, tmp_path)
+    try:
+        url = gw.url + "/mcp/stateful"
+        token = initialize(url)
+        h = {**headers_for("alice"), "accept": ACCEPT, "mcp-session-id": token}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {"name": "progress", "arguments": {"steps": 30}},
+        }
+        answer: dict[str, Any] = {}
+        worker = threading.Thread(target=lambda: answer.update(r=post(url, call, mcp_session_id=token)))
+        with httpx.stream("GET", url, headers=h, timeout=20) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            worker.start()
+            time.sleep(0.3)
+            gw.popen.send_signal(signal.SIGTERM)
+            for _ in stream.iter_bytes():  # ends when the gateway closes it
+                pass
+        # closed by the drain while the pod still listens (readiness already false)
+        assert httpx.get(gw.url + "/readyz").status_code == 503
+        worker.join(20)
+        r = answer["r"]
+        assert r.status_code == 200 and rpc_result(r)["result"]["content"][0]["text"] == "done after 30 steps"
     finally:
         for p in (gw, stateful, stateless):
             p.stop()
