@@ -152,3 +152,28 @@ def test_draining_pod_closes_get_streams_and_finishes_tool_calls(tmp_path: Path)
     finally:
         for p in (gw, stateful, stateless):
             p.stop()
+
+
+async def test_config_reload_changes_tool_access_and_keeps_sessions(tmp_path: Path) -> None:
+    import yaml
+
+    stateful = start_upstream("--name", "stateful")
+    stateless = start_upstream("--stateless")
+    cfg = gateway_config(stateful.url, stateless.url, reload={"poll_interval_s": 0.2})
+    gw = start_gateway(cfg, tmp_path)
+    try:
+        async with sdk_session(gw.url + "/mcp/stateful", "bob") as s:
+            assert {t.name for t in (await s.list_tools()).tools} == {"get_issue", "list_issues"}
+            cfg["access_mcp"][1]["tools"] = ["get_*", "list_*", "echo"]
+            (tmp_path / f"gateway-{_port(gw)}.yaml").write_text(yaml.safe_dump(cfg))
+            names: set[str] = set()
+            for _ in range(100):  # bounded: the file is polled every 0.2 s
+                names = {t.name for t in (await s.list_tools()).tools}
+                if "echo" in names:
+                    break
+                await asyncio.sleep(0.1)
+            assert names == {"get_issue", "list_issues", "echo"}  # same session, new rules
+            assert _text(await s.call_tool("echo", {"text": "after reload"})) == "after reload"
+    finally:
+        for p in (gw, stateful, stateless):
+            p.stop()
