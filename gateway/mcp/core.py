@@ -275,8 +275,10 @@ class McpGateway:
                 arguments=arguments, server_address=up.server_address, server_port=up.server_port,
             )  # fmt: skip
             calls.append(rec)
+            # A request that asked for progress must stream; others may be read whole (upstream.py).
+            bufferable = request is not None and b"progressToken" not in bytes(request[1].get("_meta") or b"")
             try:
-                reply = await up.send(http_method, headers, payload)
+                reply = await up.send(http_method, headers, payload, rpc_method=method if bufferable else "")
             except McpError as exc:
                 finish(rec, 0, exc)
                 raise
