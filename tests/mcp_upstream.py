@@ -79,12 +79,15 @@ def build(name: str) -> MCPServer:
         headers: Any = ctx.headers or {}
         keep = ("x-gateway-subject", "x-gateway-teams", "traceparent", "authorization", "x-upstream-key")
         seen = {k: headers.get(k) for k in keep if headers.get(k) is not None}
-        meta = ctx.request_context.meta
-        seen["_meta_traceparent"] = getattr(meta, "traceparent", None) if meta is not None else None
-        if meta is not None and seen["_meta_traceparent"] is None:
-            extra = getattr(meta, "model_extra", None) or {}
-            seen["_meta_traceparent"] = extra.get("traceparent")
+        meta: Any = ctx.request_context.meta or {}
+        seen["_meta_traceparent"] = meta.get("traceparent")
         return json.dumps(seen)
+
+    @server.tool()
+    def session_key(ctx: Context) -> str:
+        """Identifies the upstream session serving this call (stateful server)."""
+        headers: Any = ctx.headers or {}
+        return str(headers.get("mcp-session-id"))
 
     @server.tool()
     def remember(key: str, value: str) -> str:
@@ -100,14 +103,27 @@ def build(name: str) -> MCPServer:
     return server
 
 
+async def _html_app(scope: Any, receive: Any, send: Any) -> None:
+    """A web server that is not an MCP server (a misconfigured registry entry)."""
+    if scope["type"] != "http":
+        return
+    body = b"<html><body>Welcome to nginx</body></html>"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--name", default="upstream")
     ap.add_argument("--stateless", action="store_true")
     ap.add_argument("--json", action="store_true", help="answer with JSON instead of SSE streams")
+    ap.add_argument("--html", action="store_true", help="not an MCP server: answer every request with HTML")
     args = ap.parse_args()
-    app = build(args.name).streamable_http_app(stateless_http=args.stateless, json_response=args.json)
+    if args.html:
+        app: Any = _html_app
+    else:
+        app = build(args.name).streamable_http_app(stateless_http=args.stateless, json_response=args.json)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

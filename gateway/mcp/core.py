@@ -21,6 +21,10 @@ In-process API (stable; the Responses surface runs MCP tools inside agent loops 
                        # gateway.telemetry.expand_mcp.call_span(record, trace_id, parent, offset)
     call.rule_ids      # rate-limit rule ids applied
 
+Tool calls are counted in ``llm_gateway_mcp_*`` once ``mcp.metrics`` is set
+(``mcp.metrics = gateway.metrics.mcp.McpMetrics.of(app.metrics)``; the HTTP surface sets it on its
+first request, and it is carried across reloads).
+
 ``list_tools`` raises :class:`~gateway.mcp.jsonrpc.McpError` (unknown server: ``ToolDenied``;
 upstream failures). ``call_tool`` never raises for a refused or failed call: the error is in
 ``call.error``. Access rules, registry filters and tool rate limits are applied exactly as on
@@ -59,6 +63,7 @@ log = logging.getLogger("gateway.mcp")
 GATEWAY_CLIENT_INFO = {"name": "llm-gateway", "version": "0.1.0"}
 OVERRIDES_SIZE = 65_536
 MAX_PAGES = 20
+NO_RETRY = frozenset({"initialize", "DELETE"})  # never re-initialise an upstream session for these
 
 
 class TraceContext(NamedTuple):
@@ -270,13 +275,15 @@ class McpGateway:
                 arguments=arguments, server_address=up.server_address, server_port=up.server_port,
             )  # fmt: skip
             calls.append(rec)
+            # A request that asked for progress must stream; others may be read whole (upstream.py).
+            bufferable = request is not None and b"progressToken" not in bytes(request[1].get("_meta") or b"")
             try:
-                reply = await up.send(http_method, headers, payload)
+                reply = await up.send(http_method, headers, payload, rpc_method=method if bufferable else "")
             except McpError as exc:
                 finish(rec, 0, exc)
                 raise
             rec.status = reply.status
-            if reply.status == 404 and session_id is not None and attempt == 0 and method != "initialize":
+            if reply.status == 404 and session_id is not None and attempt == 0 and method not in NO_RETRY:
                 await reply.aclose()
                 finish(rec, 404, UpstreamFailed("the MCP server no longer knows the session"))
                 await self.reinitialize(server, sessions, trace, calls, principal)
@@ -484,7 +491,7 @@ async def read_response(reply: Reply, request_id: Any) -> rpc.Message:
             while (chunk := await reply.next_chunk()) is not None:
                 for event in parser.feed(chunk):
                     msg = _message_or_none(event.data)
-                    if msg is not None and msg.is_response and str(msg.id) == str(request_id):
+                    if msg is not None and msg.is_response and msg.id == request_id:
                         return msg
             raise UpstreamFailed(f"MCP server '{reply.server}' ended its stream before answering")
         body = await reply.read()

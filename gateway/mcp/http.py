@@ -42,6 +42,7 @@ from gateway.mcp.core import (
 from gateway.mcp.jsonrpc import McpError, MethodNotFound, UpstreamFailed
 from gateway.mcp.session import SessionState, new_state
 from gateway.mcp.upstream import Reply
+from gateway.proxy import read_body
 from gateway.telemetry.spans import new_span_id, new_trace_id, parse_traceparent
 from gateway.telemetry.wire import PHASE_AUTH, PHASE_NONE, McpCallRecord, McpRecord, TraceRecord
 
@@ -73,7 +74,7 @@ class Req:
 
     __slots__ = (
         "auth_end", "auth_start", "calls", "error", "failed_phase", "http_method", "method",
-        "principal", "protocol_version", "request_id", "rule_ids", "server", "session_id", "start_pc",
+        "principal", "protocol_version", "raw_id", "request_id", "rule_ids", "server", "session_id", "start_pc",
         "status", "stream", "target", "trace", "epoch_offset", "span_id", "parent_id", "metadata",
     )  # fmt: skip
 
@@ -92,6 +93,7 @@ class Req:
         self.method = ""
         self.target = ""
         self.request_id = ""
+        self.raw_id: Any = None  # the client's id as sent (int or str), echoed in errors
         self.session_id = ""
         self.protocol_version = ""
         self.status = 200
@@ -124,7 +126,7 @@ async def handle_mcp(app: Any, scope: Any, proto: Any) -> None:
             req.rule_ids = (exc.rule_id,)
         extra = exc.headers if isinstance(exc, HttpFailure) else []
         body = (
-            rpc.encode_error(_id_or_none(req), exc)
+            rpc.encode_error(req.raw_id, exc)
             if not isinstance(exc, HttpFailure)
             else rpc.encode_error(None, exc)
         )
@@ -176,19 +178,33 @@ async def _serve(app: Any, gw: McpGateway, scope: Any, proto: Any, req: Req) -> 
     if req.http_method == "POST":
         await _post(app, gw, scope, proto, req, principal, modern)
         return
-    if modern or gw.is_composite(req.server):
-        raise HttpFailure(405, f"{req.http_method} is not offered on /mcp/{req.server}", [("allow", "POST")])
+    composite = gw.is_composite(req.server)
+    if modern or (composite and req.http_method == "GET"):
+        allow = "POST" if modern else "POST, DELETE"
+        raise HttpFailure(405, f"{req.http_method} is not offered on /mcp/{req.server}", [("allow", allow)])
     state = _open_session(gw, headers, req, principal, required=True)
     assert state is not None
     sessions = _sessions(state, version or state.version)
     if req.http_method == "GET":
-        await _get_stream(app, gw, proto, req, sessions, headers.get("last-event-id"))
-    else:
-        reply, _ = await gw.send(
-            req.server, sessions, req.trace, [], method="DELETE", http_method="DELETE", body=b""
-        )
+        try:
+            await _get_stream(app, gw, proto, req, sessions, headers.get("last-event-id"))
+        except McpError as exc:  # before the stream started: an HTTP error, not a JSON-RPC answer
+            raise HttpFailure(504 if isinstance(exc, rpc.UpstreamTimedOut) else 502, exc.message) from None
+        return
+    # DELETE ends the upstream sessions behind this one (each member of a composite).
+    statuses = []
+    for member in gw.members(req.server):
+        if gw.session_id_for(sessions, member) is None:
+            continue  # a stateless upstream: nothing to end
+        try:
+            reply, _ = await gw.send(member, sessions, req.trace, [], method="DELETE", http_method="DELETE")
+        except McpError as exc:
+            log.info("MCP DELETE on %s failed: %s", member, exc)
+            continue
         await reply.aclose()
-        _respond(proto, reply.status if reply.status < 500 else 200, [], b"")
+        statuses.append(reply.status)
+    req.status = 405 if statuses and all(s == 405 for s in statuses) else 200
+    _respond(proto, req.status, [("allow", "POST, GET")] if req.status == 405 else [], b"")
 
 
 async def _post(
@@ -206,11 +222,12 @@ async def _post(
     req.method = msg.method if isinstance(msg.method, str) else ""
     if msg.id is not msgspec.UNSET:
         req.request_id = str(msg.id)
+        req.raw_id = msg.id
     if modern:
         mirrored = headers.get("mcp-method")
         if mirrored is not None and mirrored != req.method:
-            raise rpc.McpError(
-                f"Header mismatch: Mcp-Method '{mirrored}' but the body says '{req.method}'", http_status=400
+            raise rpc.HeaderMismatch(
+                f"Header mismatch: Mcp-Method '{mirrored}' but the body says '{req.method}'"
             )
     composite = gw.is_composite(req.server)
 
@@ -228,6 +245,7 @@ async def _post(
         extra.append(("mcp-name", headers["mcp-name"]))
 
     if not msg.is_request:  # a notification or the client's answer to a server request
+        req.status = 202
         if composite:
             _respond(proto, 202, [], b"")  # members were initialised by the gateway itself
             return
@@ -237,7 +255,8 @@ async def _post(
         )  # fmt: skip
         await reply.aclose()
         finish(rec, reply.status, None)
-        _respond(proto, 202 if reply.status < 300 else reply.status, [], b"")
+        req.status = 202 if reply.status < 300 else reply.status
+        _respond(proto, req.status, [], b"")
         return
 
     params = rpc.decode_params(msg.params)
@@ -316,11 +335,18 @@ async def _composite_local(
     """What a composite server answers itself: merged tools/list, ping, server/discover."""
     if req.method == "tools/list":
         meta = {"_meta": params["_meta"]} if "_meta" in params else None
+        members = gw.members(req.server)
+        listed = await asyncio.gather(
+            *(gw.upstream_tools(m, sessions, req.trace, req.calls, principal, meta) for m in members),
+            return_exceptions=True,
+        )
         tools: list[dict[str, msgspec.Raw]] = []
-        for member in gw.members(req.server):
-            for name, tool in await gw.upstream_tools(
-                member, sessions, req.trace, req.calls, principal, meta
-            ):
+        for member, found in zip(members, listed, strict=True):
+            if isinstance(found, BaseException):
+                # One member down must not hide the others' tools; its CLIENT span shows the error.
+                log.warning("MCP composite %s: tools/list of %s failed: %s", req.server, member, found)
+                continue
+            for name, tool in found:
                 shown = f"{member}__{name}"
                 if gw.policy.allowed(principal, req.server, shown):
                     tools.append(rpc.renamed(tool, shown))
@@ -361,22 +387,23 @@ async def _relay(
             raise
         finish_from(rec, reply.status, msg)
         body = (
-            rpc.encode_result(msg.id, msgspec.Raw(transform(msg.result)))
+            rpc.encode_result(request_id, msgspec.Raw(transform(msg.result)))
             if transform and msg.result
             else None
         )
-        status = 200 if reply.status < 300 else reply.status  # a 4xx with a JSON-RPC body (version errors)
-        _respond(proto, status, [*JSON, *extra], body if body is not None else _reencode(msg))
+        status = req.status = 200 if reply.status < 300 else reply.status  # a 4xx with a JSON-RPC body
+        _respond(proto, status, [*JSON, *extra], body if body is not None else _reencode(msg, request_id))
         return
     req.stream = True
     transport = proto.response_stream(200, [*SSE, *extra])
     parser = rpc.SseParser()
     answered = False
+    stop = _StopWhen(proto)  # closing the stream cancels the request (and the upstream call)
     try:
         while (chunk := await reply.next_chunk()) is not None:
             for event in parser.feed(chunk):
                 got = _message(event.data)
-                if got is not None and got.is_response and str(got.id) == str(request_id):
+                if got is not None and got.is_response and got.id == request_id:
                     answered = True
                     finish_from(rec, reply.status, got)
                     if transform and got.result:
@@ -393,10 +420,15 @@ async def _relay(
         req.error = exc
         with contextlib.suppress(ProtocolClosed, ProtocolError):
             await transport.send_bytes(rpc.sse_event(rpc.encode_error(request_id, exc)))
+    except asyncio.CancelledError:
+        if not stop.fired:
+            raise  # cancelled by shutdown
+        finish(rec, reply.status, UpstreamFailed("the client closed the stream"))
     except (ProtocolClosed, ProtocolError) as exc:  # the client went away while we wrote
         finish(rec, reply.status, UpstreamFailed("the client closed the stream"))
         log.debug("MCP stream to client ended: %s", exc)
     finally:
+        stop.close()
         await reply.aclose()
 
 
@@ -413,31 +445,45 @@ async def _get_stream(
         _respond(proto, reply.status if reply.status != 200 else 405, [("allow", "POST, DELETE")], b"")
         return
     req.stream = True
-    task = asyncio.current_task()
-    watcher = asyncio.ensure_future(proto.client_disconnect())
-    drain = asyncio.ensure_future(_wait_draining(app))
-
-    def stop(_: Any) -> None:
-        if task is not None and not task.done():
-            task.cancel()
-
-    watcher.add_done_callback(stop)
-    drain.add_done_callback(stop)
+    stop = _StopWhen(proto, app)
     transport = proto.response_stream(200, SSE)
     try:
         while (chunk := await reply.next_chunk()) is not None:
             await transport.send_bytes(chunk)
     except asyncio.CancelledError:
-        if not (watcher.done() or drain.done()):
+        if not stop.fired:
             raise  # cancelled by shutdown
         # The client left, or this pod drains: the client reconnects (Last-Event-ID) to a peer.
     except (McpError, ProtocolClosed, ProtocolError) as exc:
         log.debug("MCP GET stream ended: %s", exc)
     finally:
-        for t in (watcher, drain):
-            t.remove_done_callback(stop)
-            t.cancel()
+        stop.close()
         await reply.aclose()
+
+
+class _StopWhen:
+    """Cancels the current task when the client disconnects (or, given ``app``, the pod drains)."""
+
+    def __init__(self, proto: Any, app: Any = None) -> None:
+        self._task = asyncio.current_task()
+        self._watchers = [asyncio.ensure_future(proto.client_disconnect())]
+        if app is not None:
+            self._watchers.append(asyncio.ensure_future(_wait_draining(app)))
+        for w in self._watchers:
+            w.add_done_callback(self._stop)
+
+    @property
+    def fired(self) -> bool:
+        return any(w.done() and not w.cancelled() for w in self._watchers)
+
+    def _stop(self, _: Any) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def close(self) -> None:
+        for w in self._watchers:
+            w.remove_done_callback(self._stop)
+            w.cancel()
 
 
 async def _wait_draining(app: Any) -> None:
@@ -474,8 +520,6 @@ def _sessions(state: SessionState, version: str) -> UpstreamSessions:
 
 async def _read_body(scope: Any, proto: Any, limit: int) -> bytes:
     try:
-        from gateway.proxy import read_body
-
         return await read_body(scope, proto, limit)
     except PayloadTooLarge as exc:
         raise HttpFailure(413, exc.message) from None
@@ -494,16 +538,12 @@ def _message(data: bytes) -> rpc.Message | None:
         return None
 
 
-def _reencode(msg: rpc.Message) -> bytes:
+def _reencode(msg: rpc.Message, request_id: Any) -> bytes:
+    """The upstream's answer with the client's id (an upstream that could not read our request
+    answers with a null id)."""
     if msg.error:
-        return msgspec.json.encode({"jsonrpc": "2.0", "id": msg.id, "error": msg.error})
-    return rpc.encode_result(msg.id, msg.result)
-
-
-def _id_or_none(req: Req) -> Any:
-    if not req.request_id:
-        return None
-    return int(req.request_id) if req.request_id.lstrip("-").isdigit() else req.request_id
+        return msgspec.json.encode({"jsonrpc": "2.0", "id": request_id, "error": msg.error})
+    return rpc.encode_result(request_id, msg.result)
 
 
 def _record_trace(tel: Any, path: str, req: Req) -> None:

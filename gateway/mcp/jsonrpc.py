@@ -13,6 +13,7 @@ Only what the gateway decides on is decoded (``method``, ``id``, ``params.name``
     ├── ToolRateLimited     -32029   a rate-limit rule refused the call; data.retryAfterSeconds
     ├── UpstreamFailed      -32050   upstream unreachable, answered garbage or ended early
     ├── UpstreamTimedOut    -32051   upstream silent for longer than the server's timeout_s
+    ├── HeaderMismatch      -32020   Mcp-Method header differs from the body (2026-07-28, HTTP 400)
     └── UnsupportedVersion  -32022   MCP-Protocol-Version the gateway does not speak (HTTP 400)
 
 Errors about one request are JSON-RPC errors carrying its ``id`` (HTTP 200), so an agent sees
@@ -29,6 +30,7 @@ __all__ = [
     "HANDSHAKE_VERSIONS",
     "MODERN_VERSIONS",
     "SUPPORTED_VERSIONS",
+    "HeaderMismatch",
     "InvalidParams",
     "InvalidRequest",
     "McpError",
@@ -112,6 +114,11 @@ class UpstreamFailed(McpError):
 
 class UpstreamTimedOut(McpError):
     code = -32051
+
+
+class HeaderMismatch(McpError):
+    code = -32020
+    http_status = 400
 
 
 class UnsupportedVersion(McpError):

@@ -91,6 +91,8 @@ class McpMetrics:
         if not self.enabled or server not in gw.config:
             return
         member, _, name = tool.partition("__") if gw.is_composite(server) else ("", "", tool)
+        if status in ("ok", "tool_error"):
+            gw.remember_tool(member or server, name)  # the upstream ran it: it exists there
         known = gw.known_tools.get(member or server, ())
         label = tool if name in known else OTHER
         self._inc(self.tool_calls, (server, label, status))

@@ -149,12 +149,16 @@ def test_decode_message_errors() -> None:
         with pytest.raises(kind):
             rpc.decode_message(body)
     err = msgspec.json.decode(rpc.encode_error(7, rpc.ToolDenied("no", {"tool": "x"})))
-    assert err == {"jsonrpc": "2.0", "id": 7, "error": {"code": -32003, "message": "no", "data": {"tool": "x"}}}
+    assert err == {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "error": {"code": -32003, "message": "no", "data": {"tool": "x"}},
+    }
 
 
 def test_sse_parser_handles_split_chunks_and_line_endings() -> None:
     p = rpc.SseParser()
-    assert p.feed(b"event: message\r\nid: 1\r\ndata: {\"a\"") == []
+    assert p.feed(b'event: message\r\nid: 1\r\ndata: {"a"') == []
     events = p.feed(b":1}\r\n\r\n: keep-alive\n\ndata: x\ndata: y\n\n")
     assert [(e.event, e.id, e.data) for e in events] == [
         ("message", "1", b'{"a":1}'),
@@ -172,7 +176,9 @@ def test_tool_list_filter_and_meta_injection() -> None:
     assert [n for n, _ in tools] == ["a", "b"]
     out = msgspec.json.decode(rpc.encode_tool_list(fields, [rpc.renamed(tools[0][1], "m__a")]))
     assert out == {"nextCursor": "c", "tools": [{"name": "m__a", "x": 1}]}
-    params = rpc.with_meta({"name": msgspec.Raw(b'"t"'), "_meta": msgspec.Raw(b'{"k":1}')}, {"traceparent": "tp"})
+    params = rpc.with_meta(
+        {"name": msgspec.Raw(b'"t"'), "_meta": msgspec.Raw(b'{"k":1}')}, {"traceparent": "tp"}
+    )
     assert msgspec.json.decode(params["_meta"]) == {"k": 1, "traceparent": "tp"}
     assert rpc.result_is_error(msgspec.Raw(b'{"content":[],"isError": true}'))
     assert not rpc.result_is_error(msgspec.Raw(b'{"content":[{"text":"isError"}]}'))
