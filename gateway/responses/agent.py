@@ -129,6 +129,7 @@ class AgentLoop:
         self.incomplete: str | None = None
         self._names: dict[str, tuple[_Server, str]] = {}  # function name the model sees → server, tool
         self._functions: list[dict[str, Any]] = []
+        self._approved: list[tuple[_Server, dict[str, Any], bool]] = []
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -170,9 +171,16 @@ class AgentLoop:
             if server.label not in listed:
                 await self._add(item)
 
-    async def run_approved(self) -> None:
-        """Run (or decline) the calls the client answered with ``mcp_approval_response``."""
+    async def prepare(self) -> None:
+        """List the tools and check the approvals: what can refuse the request (400) happens here,
+        before a stream starts."""
+        await self.list_tools()
+        self._approved = self._approvals()
+
+    def _approvals(self) -> list[tuple[_Server, dict[str, Any], bool]]:
+        """(server, the approval request, approved) for each ``mcp_approval_response`` item."""
         requests = {i.get("id"): i for i in self.req.history if i.get("type") == "mcp_approval_request"}
+        answers = []
         for i, item in enumerate(self.req.items):
             if item.get("type") != "mcp_approval_response":
                 continue
@@ -189,7 +197,13 @@ class AgentLoop:
                     f"input[{i}]: the request has no mcp tool for server '{asked.get('server_label')}'",
                     param="tools",
                 )
-            if item.get("approve") is True:
+            answers.append((server, asked, item.get("approve") is True))
+        return answers
+
+    async def run_approved(self) -> None:
+        """Run (or decline) the calls the client answered with ``mcp_approval_response``."""
+        for server, asked, approved in self._approved:
+            if approved:
                 await self._call(
                     server, asked.get("name", ""), asked.get("arguments") or "{}", asked.get("id")
                 )
@@ -281,8 +295,9 @@ class AgentLoop:
         return body
 
     async def run(self, call_model: CallModel) -> None:
-        """Call the model and run its MCP tool calls until it answers (see the module docstring)."""
-        await self.list_tools()
+        """Call the model and run its MCP tool calls until it answers (see the module docstring).
+
+        :meth:`prepare` must have run."""
         await self.run_approved()
         while True:
             answer = await call_model(self.model_body())

@@ -219,6 +219,7 @@ async def run_agent(
     final: dict[str, Any] | None = None
     async with _client_watch(proto) as left:
         try:
+            await loop.prepare()  # may refuse the request: before any byte is sent
             if not req.stream:
                 await loop.run(call_model)
                 final = loop.response(req.resp_id, created)
@@ -230,8 +231,8 @@ async def run_agent(
                 proto.response_bytes(200, [*JSON, *headers], data)
                 return
             transport = proto.response_stream(200, [*SSE_HEADERS, *headers])
-            events = ItemEvents(loop.response(req.resp_id, created, "in_progress"))
-            await transport.send_bytes(events.opening())
+            events = ItemEvents({**loop.response(req.resp_id, created, "in_progress"), "output": []})
+            await transport.send_bytes(events.opening() + b"".join(events.item(i) for i in loop.output))
 
             async def emit(item: dict[str, Any]) -> None:
                 await transport.send_bytes(events.item(item))

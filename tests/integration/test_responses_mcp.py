@@ -192,12 +192,14 @@ def test_bad_mcp_tools(gateway: Proc, tools: list[Any], param: str) -> None:
     assert resp.status_code == 400 and resp.json()["error"]["param"] == param
 
 
-def test_approval_response_for_unknown_request(gateway: Proc) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_approval_response_for_unknown_request(gateway: Proc, stream: bool) -> None:
     resp = httpx.post(
         gateway.url + "/v1/responses", headers={"authorization": "Bearer sk-alice"},
-        json={"model": "chat/gpt-4o", "tools": [TOOLS],
+        json={"model": "chat/gpt-4o", "tools": [TOOLS], "stream": stream,
               "input": [{"type": "mcp_approval_response", "approval_request_id": "mcpr_x", "approve": True}]},
     )  # fmt: skip
+    # refused before a stream starts: a plain 400, not a failed stream
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "input[0].approval_request_id"
 
 
