@@ -104,6 +104,7 @@ async def _store_lookups(nats_url: str, n: int) -> dict[str, dict[str, float]]:
     cached = NatsStore(nats_url, "bench-responses", 3600, 16, 1 << 20)
     for s in (writer, uncached, cached):
         await s.start()
+    await asyncio.wait_for(writer._ready.wait(), 10)  # connected, bucket created
     try:
         await writer.put(stored)
         out: dict[str, dict[str, float]] = {}

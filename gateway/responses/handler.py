@@ -28,6 +28,7 @@ from gateway.errors import (
     InvalidRequest,
     ModelNotFound,
     NotFound,
+    ServiceUnavailable,
     error_response,
 )
 from gateway.metrics import Metrics
@@ -327,6 +328,8 @@ async def _keep(
     )
     try:
         await store.put(stored)
+    except ServiceUnavailable as exc:
+        log.warning("storing response %s failed: %s", resp_id, exc.message)
     except Exception:
         log.exception("storing response %s failed", resp_id)
 

@@ -206,11 +206,11 @@ class NatsStore(ResponseStore):
                     self._nc = None
                 await asyncio.sleep(1.0)
 
-    async def _wait_ready(self) -> None:
+    async def _wait_ready(self, timeout_s: float) -> None:
         if self._ready.is_set():
             return
         try:
-            await asyncio.wait_for(self._ready.wait(), self.timeout_s)
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
         except TimeoutError:
             raise ServiceUnavailable(
                 "the response store (NATS JetStream) is not reachable", code="store_unavailable"
@@ -228,7 +228,7 @@ class NatsStore(ResponseStore):
     async def _fetch(self, resp_id: str) -> StoredResponse | None:
         from nats.js.errors import NotFoundError
 
-        await self._wait_ready()
+        await self._wait_ready(self.timeout_s)
         try:
             entry = await asyncio.wait_for(self._kv.get(resp_id), self.timeout_s)
             value = entry.value
@@ -248,7 +248,11 @@ class NatsStore(ResponseStore):
 
     async def put(self, stored: StoredResponse) -> None:
         self.cache.put(stored)
-        await self._wait_ready()
+        # A response is answered whatever happens here: never hold it long for a store that is
+        # not there (the local cache still serves this replica).
+        await self._wait_ready(min(self.timeout_s, 0.25))
+        if not self._nc.is_connected:  # reconnecting: a put would wait for its ack timeout
+            raise ServiceUnavailable("the response store (NATS) is reconnecting", code="store_unavailable")
         value = _encode(stored)
         if len(value) > self._max_value:
             from nats.js.api import ObjectMeta, ObjectMetaOptions

@@ -57,6 +57,7 @@ def test_nats_store_shared_large_values_and_owner(nats_server_factory: Any) -> N
         b = NatsStore(server.url, "responses-test", ttl_s=3600, cache_entries=0, cache_bytes=1 << 20)
         await a.start()
         await b.start()
+        await asyncio.wait_for(a._ready.wait(), 10)  # connected (JetStream set up)
         try:
             await a.put(_stored("resp_small"))
             got = await b.get("resp_small", "user:a")  # another replica, no cache: from the KV
@@ -122,3 +123,52 @@ def test_previous_response_id_across_two_gateways(
         assert c2.responses.retrieve(third.id).id == third.id
         items = c1.responses.input_items.list(third.id)
         assert [i.content[0].text for i in items.data] == ["last"]
+
+
+def test_nats_store_down_after_start(nats_server_factory: Any) -> None:
+    """NATS going away: a put is refused at once (the response is answered anyway), and a
+    lookup is a 503 rather than a hang; this replica's cache still serves what it stored."""
+    from gateway.errors import ServiceUnavailable
+
+    server = nats_server_factory(jetstream=True)
+    server.start()
+
+    async def run() -> None:
+        store = NatsStore(server.url, "responses-test", 60, 16, 1 << 20, timeout_s=0.5)
+        await store.start()
+        await asyncio.wait_for(store._ready.wait(), 10)
+        try:
+            await store.put(_stored("resp_before"))
+            server.stop()
+            for _ in range(100):  # bounded: until the client notices the connection is gone
+                if not store._nc.is_connected:
+                    break
+                await asyncio.sleep(0.05)
+            with pytest.raises(ServiceUnavailable):
+                await store.put(_stored("resp_during"))
+            assert await store.get("resp_during", "user:a") is not None  # the local cache
+            with pytest.raises(ServiceUnavailable):
+                await store.get("resp_elsewhere", "user:a")
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())
+
+
+def test_gateway_answers_when_the_fleet_store_is_unreachable(
+    nats_server_factory: Any, mock: Proc, gateway_factory: Callable[..., Proc]
+) -> None:
+    server = nats_server_factory(jetstream=True)  # never started
+    gw = gateway_factory(
+        {
+            "providers": [provider("chat", mock.url, ["gpt-4o"])],
+            "cluster": {"nats_url": server.url, "config_bucket": None},
+        }
+    )
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=10) as client:
+        resp = client.responses.create(model="chat/gpt-4o", input="hi")
+        assert resp.status == "completed"
+        with pytest.raises(openai.APIStatusError) as err:
+            client.responses.create(model="chat/gpt-4o", input="more", previous_response_id="resp_other")
+        assert err.value.status_code == 503
+        assert err.value.body["code"] == "store_unavailable"  # type: ignore[index]
