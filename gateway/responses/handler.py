@@ -227,6 +227,8 @@ async def run_agent(
                 await _keep(store, req, final, subject)
                 data = encode(final)
                 out.body_out = data
+                if out.target is not None:  # the target of the last model call
+                    headers.append(("x-tfy-resolved-model", out.target.model_id))
                 if req.dropped_tools:
                     headers.append(("x-tfy-dropped-tools", ",".join(dict.fromkeys(req.dropped_tools))))
                 proto.response_bytes(200, [*JSON, *headers], data)
