@@ -165,10 +165,12 @@ class ChatToResponses:
         if self._started:
             return b""
         self._started = True
-        out: list[bytes] = []
-        self._ev(out, "response.created", response=self.response)
-        self._ev(out, "response.in_progress", response=self.response)
-        return b"".join(out)
+        body = b',"response":' + _encode(self.response) + b"}\n\n"  # one encoding for both events
+        self._seq = 2
+        return (
+            b'event: response.created\ndata: {"type":"response.created","sequence_number":0' + body
+            + b'event: response.in_progress\ndata: {"type":"response.in_progress","sequence_number":1' + body
+        )  # fmt: skip
 
     def feed(self, chunk: bytes) -> bytes:
         """Consume chat SSE bytes; return the Responses events they complete (maybe empty)."""
