@@ -75,6 +75,11 @@ def _event(kind: str, data: dict[str, Any]) -> bytes:
 
 def _plan(req: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None, str]:
     """Text pieces, the tool_use block (or None) and the stop reason of the answer."""
+    from bench.mock_responses import anthropic_plan  # scripted tool calls (agent loop tests)
+
+    planned = anthropic_plan(req)
+    if planned is not None:
+        return planned
     if _wants_tool(req):
         tool = req["tools"][0]
         forced = (req.get("tool_choice") or {}).get("type") in ("any", "tool")
@@ -94,7 +99,7 @@ def _message(model: str, req: dict[str, Any]) -> bytes:
     pieces, tool, stop = _plan(req)
     content: list[dict[str, Any]] = [{"type": "text", "text": "".join(pieces)}] if pieces else []
     if tool is not None:
-        content.append({"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": TOOL_INPUT})
+        content.append({"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": tool.get("input", TOOL_INPUT)})
     out_tokens = len(pieces) + (5 if tool else 0)
     return _json.encode(
         {
@@ -142,7 +147,7 @@ async def _stream(proto: Any, model: str, req: dict[str, Any], stall_after: int,
     if tool is not None:
         block = {"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": {}}
         await t.send_bytes(_event("content_block_start", {"index": 1, "content_block": block}))
-        args = _json.encode(TOOL_INPUT).decode()
+        args = _json.encode(tool.get("input", TOOL_INPUT)).decode()
         # Fragments split mid-token, as the real API does.
         for frag in (args[:1], args[1:7], args[7:]):
             delta = {"type": "input_json_delta", "partial_json": frag}

@@ -190,6 +190,13 @@ class MockApp:
             self.anthropic = mock_anthropic
         except ImportError:
             pass
+        self.responses = None
+        try:  # /v1/responses and tool-calling chat live beside this file when present
+            from bench import mock_responses
+
+            self.responses = mock_responses
+        except ImportError:
+            pass
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         path, method = scope.path, scope.method
@@ -222,6 +229,10 @@ class MockApp:
             return
         if path.endswith("/messages") and getattr(self, "anthropic", None) is not None:
             await self.anthropic.handle(scope, proto, body)  # type: ignore[union-attr]
+            return
+        responses = getattr(self, "responses", None)
+        if responses is not None and responses.handles(path, body):
+            await responses.handle(scope, proto, path, body)
             return
         try:
             view = _decode_view.decode(body)

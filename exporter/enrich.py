@@ -32,6 +32,7 @@ from gateway.telemetry.spans import (
     TFY_OUTPUT,
     TFY_OUTPUT_SSE,
     TFY_OUTPUT_TOKENS,
+    TFY_SPAN_TYPE,
     URL_PATH,
 )
 from gateway.telemetry.wire import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, Span, SpanBatch
@@ -313,8 +314,10 @@ def enrich_batch(batch: SpanBatch, content: bool = True) -> None:
         clients = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
         for root in spans:
             if root.kind == SPAN_KIND_SERVER:
+                # An AgentResponse trace's model calls each carry their own content (expand_agent).
+                agent = root.attributes.get(TFY_SPAN_TYPE) == "AgentResponse"
                 try:
-                    _enrich_trace(root, clients, content)
+                    _enrich_trace(root, [] if agent else clients, content)
                 except Exception:  # one odd trace costs its own body attributes, not the batch
                     genai.COUNTERS["exception"] += 1
                     if genai.COUNTERS["exception"] == 1:

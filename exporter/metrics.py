@@ -315,6 +315,8 @@ class SpanMetrics:
     def _observe_trace(self, spans: list[Span]) -> None:
         ids = {s.span_id for s in spans}
         root = next((s for s in spans if s.kind == SPAN_KIND_SERVER and s.parent_span_id not in ids), None)
+        if root is not None and root.attributes.get("tfy.span_type") == "MCPGateway":
+            return  # MCP traces are not model calls: llm_gateway_mcp_* counts them (gateway/metrics/mcp.py)
         clients = [s for s in spans if s.kind == SPAN_KIND_CLIENT]
         if len(clients) > 1:
             clients.sort(key=_start_ns)

@@ -61,6 +61,7 @@ REQUEST_DATA_ATTRIBUTES: Final = frozenset(
         *GEN_AI_CONTENT,
         LOGFIRE_JSON_SCHEMA,
     }  # fmt: skip
+    | {"gen_ai.tool.call.arguments", "gen_ai.tool.call.result"}  # MCP tool calls (expand_mcp)
 )
 
 _INT64_MIN: Final = -(1 << 63)

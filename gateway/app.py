@@ -21,11 +21,14 @@ from typing import Any
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import MethodNotAllowed, NotFound, error_response
+from gateway.mcp.http import handle_mcp
 from gateway.metrics import Metrics
 from gateway.models_api import PREFIX as MODELS_PREFIX
 from gateway.models_api import handle_models
 from gateway.proxy import handle_llm, respond_json
 from gateway.reload import ConfigReloader
+from gateway.responses import handler as responses
+from gateway.responses.store import ResponseStore, make_store
 from gateway.runtime import Runtime
 from gateway.surfaces import Surface
 from gateway.surfaces.chat import CHAT, COMPLETIONS, EMBEDDINGS
@@ -56,6 +59,7 @@ class GatewayApp:
         self.telemetry: Telemetry | None = None
         self.metrics: Metrics | None = None
         self.draining = False
+        self.responses_store: ResponseStore | None = None
         self._retired: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -78,6 +82,11 @@ class GatewayApp:
         )
         metrics.add_flush_hook(lambda: metrics.update_buffer_bytes(tel.ring.pending_bytes))
         loop.create_task(self.metrics.start())
+        # Stored responses outlive config reloads (the store is built from the start-up config).
+        self.responses_store = make_store(
+            config.responses, config.cluster.nats_url if config.cluster else None
+        )
+        loop.create_task(self.responses_store.start())
         self.reloader = ConfigReloader(config, self.swap_runtime, path, config.reload.poll_interval_s)
         cluster = config.cluster
         kv = None
@@ -126,6 +135,8 @@ class GatewayApp:
             task.cancel()
         if self.runtime is not None:
             await self.runtime.aclose()
+        if self.responses_store is not None:
+            await self.responses_store.aclose()
         if self.telemetry is not None:
             await self.telemetry.stop(5.0)  # final flush of the ring, then drain NATS / the exporter
         if self.metrics is not None:
@@ -137,6 +148,9 @@ class GatewayApp:
         rt = self.runtime
         assert rt is not None, "__rsgi_init__ was not called"
         path, method = scope.path, scope.method
+        if path.startswith("/mcp/"):
+            await handle_mcp(self, scope, proto)
+            return
         surface = LLM_ROUTES.get(path)
         if surface is not None:
             if method == "POST":
@@ -147,6 +161,9 @@ class GatewayApp:
                     MethodNotAllowed(f"{method} is not allowed on {path}; use POST")
                 )
                 proto.response_bytes(status, [*headers, ("allow", "POST")], body)
+            return
+        if path.startswith(responses.PREFIX):
+            await self._responses(rt, scope, proto)
             return
         if path in GET_ROUTES:
             if method not in ("GET", "HEAD"):
@@ -176,6 +193,23 @@ class GatewayApp:
             handle_models(rt, scope, proto)
             return
         self._error(proto, NotFound(f"no route for {method} {path}", code="unknown_url"), [])
+
+    async def _responses(self, rt: Runtime, scope: Any, proto: Any) -> None:
+        store, path = self.responses_store, scope.path
+        assert store is not None and self.telemetry is not None and self.metrics is not None
+        if path == responses.PREFIX:
+            if scope.method == "POST":
+                await responses.handle_create(rt, self.telemetry, self.metrics, store, scope, proto)
+            else:
+                self._error(
+                    proto,
+                    MethodNotAllowed(f"{scope.method} is not allowed on {path}; use POST"),
+                    [("allow", "POST")],
+                )
+        elif path.startswith(responses.PREFIX + "/"):
+            await responses.handle_stored(rt, store, scope, proto)
+        else:
+            self._error(proto, NotFound(f"no route for {scope.method} {path}", code="unknown_url"), [])
 
     @staticmethod
     def _error(proto: Any, exc: Any, extra: list[tuple[str, str]]) -> None:

@@ -23,6 +23,8 @@ import yaml
 
 from exporter.config import ExporterConfig
 from gateway.access.config import AccessRule, AuthConfig, RateLimitRule
+from gateway.mcp.config import AccessMcpRule, McpServerConfig
+from gateway.responses.config import ResponsesConfig
 from gateway.routing.config import VirtualModelConfig
 from gateway.telemetry.wire import TracingConfig, substitute_env
 
@@ -62,6 +64,9 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     # The provider is skipped unless this environment variable is set and non-empty, so one
     # example file can offer a real provider only to users who have its key.
     enabled_if_env: str | None = None
+    # /v1/responses: passed through ("native") or translated through chat completions;
+    # unset: native for api.openai.com, translated otherwise. Only for type openai.
+    responses: Literal["native", "translated"] | None = None
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -114,6 +119,9 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     metrics: MetricsConfig = MetricsConfig()
     cluster: ClusterConfig | None = None
     reload: ReloadConfig = ReloadConfig()
+    mcp_servers: list[McpServerConfig] = []
+    access_mcp: list[AccessMcpRule] | None = None
+    responses: ResponsesConfig = ResponsesConfig()
 
     def provider_names(self) -> set[str]:
         return {p.name for p in self.providers}
@@ -244,9 +252,19 @@ def _semantic_checks() -> list[SemanticCheck]:
     # Imported here: each capability owns the checks of its own section.
     from exporter.config import check_exporter
     from gateway.access.config import check_access
+    from gateway.mcp.config import check_mcp
+    from gateway.responses.config import check_responses
     from gateway.routing.config import check_routing
 
-    return [_check_core, check_access, check_routing, check_exporter, _check_metrics]
+    return [
+        _check_core,
+        check_access,
+        check_routing,
+        check_exporter,
+        _check_metrics,
+        check_mcp,
+        check_responses,
+    ]
 
 
 # --- entry points --------------------------------------------------------------------------------

@@ -34,7 +34,14 @@ from gateway.sse import Usage
 from gateway.surfaces import Surface
 from gateway.telemetry.drain import Telemetry
 from gateway.telemetry.spans import format_traceparent, new_span_id, new_trace_id, parse_traceparent
-from gateway.telemetry.wire import PHASE_AUTH, PHASE_NONE, PHASE_RESOLUTION, AttemptRecord, TraceRecord
+from gateway.telemetry.wire import (
+    PHASE_AUTH,
+    PHASE_NONE,
+    PHASE_RESOLUTION,
+    AgentRecord,
+    AttemptRecord,
+    TraceRecord,
+)
 
 log = logging.getLogger("gateway.proxy")
 
@@ -282,7 +289,13 @@ def _record_metrics(rt: Runtime, metrics: Metrics, req: ParsedRequest | None, ou
 
 
 def _record_trace(
-    tel: Telemetry, path: str, surface: Surface, req: ParsedRequest | None, out: Outcome, cost: float | None
+    tel: Telemetry,
+    path: str,
+    surface: Surface,
+    req: ParsedRequest | None,
+    out: Outcome,
+    cost: float | None,
+    agent: AgentRecord | None = None,
 ) -> None:
     """Hand the request's trace record to the ring: values already at hand, nothing decoded.
 
@@ -295,7 +308,7 @@ def _record_trace(
         else:
             rl_rule_ids = tuple(decision.rule_ids) if decision is not None else ()
         plan = out.plan
-        attempts = tuple(out.attempts)
+        attempts = tuple(out.attempts) if agent is None else ()
         tel.record(
             TraceRecord(
                 out.trace_id,
@@ -330,6 +343,7 @@ def _record_trace(
                 out.body_out,
                 b"".join(out.events) if out.events else b"",
                 surface.name,
+                agent=agent,  # a Responses request: its attempts are inside (AgentResponse trace)
             )
         )
     except Exception:  # telemetry never fails a request

@@ -53,6 +53,12 @@ class ModelTarget:
         parts = urlsplit(provider.base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
+        # /v1/responses is passed through to an openai provider that speaks it (api.openai.com
+        # unless the config says otherwise); every other target gets it through the chat hub.
+        if provider.type == "openai" and (
+            provider.responses == "native" if provider.responses else self.server_address == "api.openai.com"
+        ):
+            self.urls["responses"] = provider.base_url.rstrip("/") + "/responses"
         # What a trace record says about an attempt at this target (the exporter builds the
         # CLIENT span's attributes from it).
         self.trace_info = TargetInfo(
@@ -93,6 +99,11 @@ class Runtime:
             config, previous=previous.access if previous is not None else None
         )
         self.open_access = self.access.authenticator is None
+        from gateway.mcp.core import McpGateway  # the MCP registry lives and reloads with the rest
+
+        self.mcp: McpGateway = McpGateway(
+            config, self.access, previous=previous.mcp if previous is not None else None
+        )
         self.prices = PriceTable.from_config(config.metrics.prices_file, config.metrics.prices)
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
         self.all_model_ids = [*self.models, *self.router.virtual_models()]
@@ -135,6 +146,7 @@ class Runtime:
             await self.access.stop()
         except Exception:
             log.exception("stopping access control failed")
+        await self.mcp.aclose()
         for client in self.clients.values():
             try:
                 await client.aclose()

@@ -100,6 +100,9 @@ class RateLimitWhen(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     subjects: list[str] = msgspec.field(default_factory=lambda: ["*"])
     models: list[str] = msgspec.field(default_factory=lambda: ["*"])
     metadata: dict[str, str] = {}
+    # Naming either makes the rule apply to MCP tool calls only (see gateway.mcp.config).
+    mcp_servers: list[str] | None = None
+    tools: list[str] | None = None
 
 
 class RateLimitRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -109,7 +112,7 @@ class RateLimitRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     limit_to: int
     unit: str  # see UNITS
     when: RateLimitWhen = RateLimitWhen()
-    rate_limit_applies_per: list[str] = []  # up to two of user | model | metadata.<key>
+    rate_limit_applies_per: list[str] = []  # up to two of user | model | tool | mcp_server | metadata.<key>
 
 
 # --- semantic checks ---------------------------------------------------------------------------
@@ -226,8 +229,8 @@ def _check_rate_limits(
         if len(set(per)) != len(per):
             yield f"{at}.rate_limit_applies_per: duplicate entries"
         for j, p in enumerate(per):
-            if p in ("user", "model"):
+            if p in ("user", "model", "tool", "mcp_server"):
                 continue
             prefix, _, key = p.partition(".")
             if prefix != "metadata" or not _METADATA_KEY.match(key):
-                yield f"{at}.rate_limit_applies_per[{j}]: expected user, model or metadata.<key>"
+                yield f"{at}.rate_limit_applies_per[{j}]: expected user, model, tool, mcp_server or metadata.<key>"

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from gateway.access.config import UNITS, RateLimitRule
 from gateway.access.credentials import Principal
-from gateway.access.rules import ModelPattern
+from gateway.access.rules import GlobSet, ModelPattern
 from gateway.errors import RateLimited
 
 __all__ = ["NO_LIMIT", "NO_PLAN", "Admission", "Delta", "Plan", "RateLimiter", "Snapshot"]
@@ -74,6 +74,9 @@ class _Rule:
         "parts",
         "remaining_header",
         "subjects",
+        "tool_rule",
+        "tool_servers",
+        "tools",
         "window",
     )
 
@@ -85,6 +88,10 @@ class _Rule:
         self.models = ModelPattern(rule.when.models)
         self.metadata = tuple(rule.when.metadata.items())
         self.parts = tuple(rule.rate_limit_applies_per)
+        # A rule naming mcp_servers or tools counts MCP tool calls only; every other rule, model calls.
+        self.tool_rule = rule.when.mcp_servers is not None or rule.when.tools is not None
+        self.tool_servers = frozenset(rule.when.mcp_servers or ("*",))
+        self.tools = GlobSet(rule.when.tools or ("*",))
         # Response headers, built once: only the remaining count changes per request.
         self.limit_header = (f"x-ratelimit-limit-{self.kind}", str(self.limit))
         self.remaining_header = f"x-ratelimit-remaining-{self.kind}"
@@ -105,8 +112,10 @@ class _Rule:
         for p in self.parts:
             if p == "user":
                 out.append(principal.subject)
-            elif p == "model":
-                out.append(model_id)
+            elif p == "model" or p == "tool":
+                out.append(model_id)  # for a tool rule: "<server>/<tool>"
+            elif p == "mcp_server":
+                out.append(model_id.partition("/")[0])
             else:
                 out.append(metadata.get(p[9:], ""))  # "metadata.<key>"
         return SEP.join(out)
@@ -177,8 +186,10 @@ class RateLimiter:
     """Counters of every rate-limit key, in memory. Not thread-safe: one per event loop."""
 
     def __init__(self, rules: Sequence[RateLimitRule]) -> None:
-        self._rules = [_Rule(r) for r in rules]
-        self._by_id = {r.id: r for r in self._rules}
+        compiled = [_Rule(r) for r in rules]
+        self._rules = [r for r in compiled if not r.tool_rule]
+        self._tool_rules = [r for r in compiled if r.tool_rule]
+        self._by_id = {r.id: r for r in compiled}
         self._candidates: dict[tuple[frozenset[str], str], tuple[_Rule, ...]] = {}
         self._counters: dict[str, _Counter] = {}
         self._pending: dict[str, list[int]] = {}  # key -> [window_start, amount] not yet published
@@ -189,7 +200,7 @@ class RateLimiter:
         self.on_hot: Callable[[], None] | None = None  # fleet sync's "publish now" hook
 
     def __bool__(self) -> bool:
-        return bool(self._rules)
+        return bool(self._by_id)
 
     # --- request path ----------------------------------------------------------------------------
 
@@ -212,6 +223,18 @@ class RateLimiter:
         for rule in candidates:
             if not rule.metadata or rule.matches_metadata(metadata):
                 return rule, rule.key(principal, model_id, metadata)
+        return NO_PLAN
+
+    def plan_tool(self, principal: Principal, server: str, tool: str, metadata: Mapping[str, str]) -> Plan:
+        """:meth:`plan` for an MCP tool call: the first tool rule matching caller, server and tool."""
+        for rule in self._tool_rules:
+            if (
+                not rule.subjects.isdisjoint(principal.matches)
+                and ("*" in rule.tool_servers or server in rule.tool_servers)
+                and tool in rule.tools
+                and (not rule.metadata or rule.matches_metadata(metadata))
+            ):
+                return rule, rule.key(principal, f"{server}/{tool}", metadata)
         return NO_PLAN
 
     def admit_planned(self, rule: _Rule | None, key: str, now: float) -> Admission:

@@ -8,13 +8,15 @@ so the request path is one lookup after the first request.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import Iterable, Sequence
 
 from gateway.access.config import AccessRule
 from gateway.access.credentials import Principal
 from gateway.errors import PermissionDenied
 
-__all__ = ["AccessPolicy", "ModelPattern"]
+__all__ = ["AccessPolicy", "GlobSet", "ModelPattern"]
 
 MEMO_SIZE = 65_536
 
@@ -41,6 +43,24 @@ class ModelPattern:
             return True
         provider, sep, _ = model_id.partition("/")
         return bool(sep) and provider in self.providers
+
+
+class GlobSet:
+    """Shell-glob patterns (``*``, ``get_*``, ``list_?``) over whole names, compiled once."""
+
+    __slots__ = ("any", "exact", "regex")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        pats = list(patterns)
+        self.any = "*" in pats
+        self.exact = frozenset(p for p in pats if not any(c in p for c in "*?["))
+        globs = [fnmatch.translate(p) for p in pats if p not in self.exact]
+        self.regex = re.compile("|".join(globs)) if globs else None
+
+    def __contains__(self, name: str) -> bool:
+        if self.any or name in self.exact:
+            return True
+        return self.regex is not None and self.regex.match(name) is not None
 
 
 class AccessPolicy:

@@ -187,6 +187,14 @@ def _served_attributes(attrs: dict[str, Any], t: TraceRecord, attempt: AttemptRe
 
 def expand_trace(t: TraceRecord) -> list[Span]:
     """The spans one request stands for, root first, in the order they started."""
+    if t.mcp is not None:  # an MCP gateway request: its own span layout
+        from gateway.telemetry.expand_mcp import expand_mcp_trace
+
+        return expand_mcp_trace(t)
+    if t.agent is not None:  # a Responses request: an AgentResponse trace
+        from gateway.telemetry.expand_agent import expand_agent_trace
+
+        return expand_agent_trace(t)
     trace_id, root_id, offset, end = t.trace_id, t.span_id, t.epoch_offset, t.end_pc
     _, operation = SPAN_TYPES.get(t.endpoint, ("ChatCompletion", "chat"))
 

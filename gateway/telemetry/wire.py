@@ -106,6 +106,89 @@ class AttemptRecord(msgspec.Struct, array_like=True, gc=False):
     error_message: str = ""
 
 
+class McpCallRecord(msgspec.Struct, array_like=True, gc=False):
+    """One JSON-RPC message the MCP gateway sent upstream (a CLIENT span, see ``expand_mcp``)."""
+
+    span_id: bytes  # the one forwarded in ``traceparent`` and ``params._meta.traceparent``
+    server: str  # the upstream server (a composite's member)
+    method: str  # mcp.method.name
+    target: str  # the tool or prompt name upstream ("" when the method has none)
+    request_id: str  # jsonrpc.request.id ("" for a notification)
+    start_pc: int
+    end_pc: int
+    status: int  # the upstream's HTTP status; 0: no answer
+    error_type: str = ""  # JSON-RPC error code, "tool_error" (result isError) or a transport code
+    error_message: str = ""
+    arguments: bytes = b""  # tools/call arguments (JSON), content
+    result: bytes = b""  # tools/call result (JSON), content
+    server_address: str = ""
+    server_port: int = 0
+
+
+class McpRecord(msgspec.Struct, array_like=True, gc=False):
+    """What an MCP request (``/mcp/{server}``) adds to its :class:`TraceRecord`."""
+
+    server: str  # as the client addressed it (plain or composite)
+    http_method: str  # POST | GET | DELETE
+    method: str  # the client's JSON-RPC method ("" for GET/DELETE or a response)
+    target: str  # the tool or prompt name the client asked for
+    request_id: str
+    session_id: str  # the gateway session id ("" for the stateless revision)
+    protocol_version: str
+    calls: tuple[McpCallRecord, ...] = ()
+
+
+class ModelCallRecord(msgspec.Struct, array_like=True, gc=False):
+    """One model call of a Responses request (``AgentResponse`` traces, see ``expand_agent``)."""
+
+    attempts: tuple[AttemptRecord, ...]  # its CLIENT spans: retries and fallbacks included
+    api: str  # openai.api.type as sent to the target that answered: responses | chat_completions
+    request_body: bytes  # the Responses request of this call (b"": the root's request body)
+    response_body: bytes  # the Response object it produced (b"": the root's response body)
+    input_tokens: int = -1
+    output_tokens: int = -1
+
+
+class ToolCallRecord(msgspec.Struct, array_like=True, gc=False):
+    """One MCP tool call the gateway ran in an agent loop (an ``execute_tool`` span)."""
+
+    span_id: bytes  # parent of the upstream JSON-RPC CLIENT spans (``calls``)
+    server: str
+    tool: str
+    call_id: str  # the mcp_call item id
+    start_pc: int
+    end_pc: int
+    arguments: bytes
+    result: bytes = b""
+    error_type: str = ""
+    error_message: str = ""
+    calls: tuple[McpCallRecord, ...] = ()
+
+
+class AgentRecord(msgspec.Struct, array_like=True, gc=False):
+    """What a Responses request adds to its :class:`TraceRecord`: the ``invoke_agent`` span and,
+    under it, its model calls and tool calls (``TraceRecord.attempts`` stays empty)."""
+
+    span_id: bytes
+    response_id: str
+    conversation_id: str  # the first response id of the previous_response_id chain
+    start_pc: int
+    end_pc: int
+    model_calls: tuple[ModelCallRecord, ...] = ()
+    tool_calls: tuple[ToolCallRecord, ...] = ()
+    list_calls: tuple[McpCallRecord, ...] = ()  # tools/list (and session set-up) messages
+    dropped_tools: tuple[str, ...] = ()  # built-in tools dropped for a translated target
+
+    @property
+    def span_count(self) -> int:
+        return (
+            1
+            + sum(len(m.attempts) for m in self.model_calls)
+            + sum(1 + len(c.calls) for c in self.tool_calls)
+            + len(self.list_calls)
+        )
+
+
 class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     """Everything one request's spans are built from; made once, when the request ends."""
 
@@ -145,6 +228,8 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     # The inbound API (gateway.surfaces): the shape of request_body and response_*; "" in
     # records from before schema 3, which were all in the shape their endpoint names.
     surface: str = ""
+    mcp: McpRecord | None = None  # set on MCP gateway requests (endpoint "mcp")
+    agent: AgentRecord | None = None  # set on Responses requests (endpoint "responses")
 
     @property
     def span_count(self) -> int:
@@ -156,6 +241,8 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
             + (self.resolved_pc != 0)
             + len(self.attempts)
             + (self.stream_start_pc != 0)
+            + (len(self.mcp.calls) if self.mcp is not None else 0)
+            + (self.agent.span_count if self.agent is not None else 0)
         )
 
 

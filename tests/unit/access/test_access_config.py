@@ -119,8 +119,8 @@ rate_limiting:
     assert any(p.startswith("rate_limiting[0].unit: unknown unit 'requests_per_fortnight'") for p in out)
     assert "rate_limiting[1].id: duplicate rule id 'r1'" in out
     assert "rate_limiting[1].rate_limit_applies_per: at most 2 entries" in out
-    assert "rate_limiting[2].rate_limit_applies_per[0]: expected user, model or metadata.<key>" in out
-    assert "rate_limiting[2].rate_limit_applies_per[1]: expected user, model or metadata.<key>" in out
+    assert "rate_limiting[2].rate_limit_applies_per[0]: expected user, model, tool, mcp_server or metadata.<key>" in out
+    assert "rate_limiting[2].rate_limit_applies_per[1]: expected user, model, tool, mcp_server or metadata.<key>" in out
 
 
 @pytest.mark.parametrize("unit", ["requests_per_minute", "tokens_per_hour", "requests_per_day"])
