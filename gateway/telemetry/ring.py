@@ -33,6 +33,8 @@ def record_bytes(trace: TraceRecord) -> int:
         + len(trace.response_body)
         + len(trace.response_sse)
         + len(trace.error_message)
+        # MCP and Responses records carry bodies of their own (chat records have neither part).
+        + (trace.nested_bytes if trace.mcp is not None or trace.agent is not None else 0)
     )
 
 

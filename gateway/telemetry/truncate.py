@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.telemetry.wire import Resource, TraceBatch, TraceRecord, encode_batch
+from gateway.telemetry.wire import (
+    AgentRecord,
+    McpCallRecord,
+    Resource,
+    TraceBatch,
+    TraceRecord,
+    encode_batch,
+)
 
 __all__ = ["fit_trace", "truncate_json", "truncate_sse", "truncate_text"]
 
@@ -146,13 +153,57 @@ def _with_limits(trace: TraceRecord, budget: int) -> TraceRecord:
         else a
         for a in trace.attempts
     )
+    nested = {}
+    if trace.mcp is not None or trace.agent is not None:
+        # Tool arguments/results and the agent's model-call bodies share the budget evenly.
+        cap = max(1024, budget // 8)
+        if trace.mcp is not None:
+            nested["mcp"] = msgspec.structs.replace(trace.mcp, calls=_cut_calls(trace.mcp.calls, cap))
+        if trace.agent is not None:
+            nested["agent"] = _cut_agent(trace.agent, cap)
     return msgspec.structs.replace(
         trace,
+        **nested,
         request_body=truncate_json(trace.request_body, share["request_body"]),
         response_body=truncate_json(trace.response_body, share["response_body"]),
         response_sse=truncate_sse(trace.response_sse, share["response_sse"]),
         error_message=truncate_text(trace.error_message.encode(), share["error_message"]).decode(),
         attempts=attempts,
+    )
+
+
+def _cut_calls(calls: tuple[McpCallRecord, ...], cap: int) -> tuple[McpCallRecord, ...]:
+    return tuple(
+        msgspec.structs.replace(
+            c, arguments=truncate_json(c.arguments, cap), result=truncate_json(c.result, cap)
+        )
+        if len(c.arguments) > cap or len(c.result) > cap
+        else c
+        for c in calls
+    )
+
+
+def _cut_agent(agent: AgentRecord, cap: int) -> AgentRecord:
+    return msgspec.structs.replace(
+        agent,
+        model_calls=tuple(
+            msgspec.structs.replace(
+                m,
+                request_body=truncate_json(m.request_body, cap),
+                response_body=truncate_json(m.response_body, cap),
+            )
+            for m in agent.model_calls
+        ),
+        tool_calls=tuple(
+            msgspec.structs.replace(
+                t,
+                arguments=truncate_json(t.arguments, cap),
+                result=truncate_json(t.result, cap),
+                calls=_cut_calls(t.calls, cap),
+            )
+            for t in agent.tool_calls
+        ),
+        list_calls=_cut_calls(agent.list_calls, cap),
     )
 
 

@@ -232,6 +232,20 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     agent: AgentRecord | None = None  # set on Responses requests (endpoint "responses")
 
     @property
+    def nested_bytes(self) -> int:
+        """Bytes held by the MCP or agent parts (tool arguments and results, model-call bodies)."""
+        n = 0
+        if self.mcp is not None:
+            n += sum(len(c.arguments) + len(c.result) for c in self.mcp.calls)
+        if self.agent is not None:
+            for m in self.agent.model_calls:
+                n += len(m.request_body) + len(m.response_body)
+            for t in self.agent.tool_calls:
+                n += len(t.arguments) + len(t.result) + sum(len(c.arguments) + len(c.result) for c in t.calls)
+            n += sum(len(c.arguments) + len(c.result) for c in self.agent.list_calls)
+        return n
+
+    @property
     def span_count(self) -> int:
         """How many spans the exporter builds from this record (what the gateway's counters count):
         the root, ``auth`` and ``model resolution`` when reached, one per attempt, ``stream``."""

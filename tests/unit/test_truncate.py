@@ -70,3 +70,29 @@ def test_fit_trace_keeps_ids_and_span_count() -> None:
 def test_fit_trace_gives_up_when_ids_alone_are_too_large() -> None:
     trace = chat_record(b"{}", metadata={"k": "v" * 5000})
     assert fit_trace(trace, make_resource("s"), 2048) is None
+
+
+def test_fit_trace_cuts_agent_and_mcp_bodies_too() -> None:
+    from gateway.telemetry.ring import record_bytes
+    from gateway.telemetry.spans import new_span_id
+    from gateway.telemetry.wire import AgentRecord, McpCallRecord, McpRecord, ModelCallRecord, ToolCallRecord
+
+    big = msgspec.json.encode({"content": [{"type": "text", "text": "x" * 1_500_000}]})
+    call = McpCallRecord(new_span_id(), "docs", "tools/call", "search", "1", 1, 2, 200, arguments=b"{}", result=big)
+    agent = AgentRecord(
+        new_span_id(), "resp_1", "resp_1", 1, 2,
+        model_calls=(ModelCallRecord((), "chat_completions", big, b"{}"),),
+        tool_calls=(ToolCallRecord(new_span_id(), "docs", "search", "mcp_1", 1, 2, b"{}", big, calls=(call,)),),
+    )  # fmt: skip
+    trace = chat_record(agent=agent)
+    assert record_bytes(trace) > 4_000_000  # the ring's byte bound sees the nested bodies
+    resource = make_resource("test", {})
+    fitted = fit_trace(trace, resource, 1024 * 1024)
+    assert fitted is not None and fitted.agent is not None
+    assert fitted.span_count == trace.span_count
+    assert len(encode_batch(TraceBatch(SCHEMA_VERSION, resource, [fitted]))) <= 1024 * 1024
+    msgspec.json.decode(fitted.agent.tool_calls[0].result)  # still valid JSON
+    mcp_trace = chat_record(mcp=McpRecord("docs", "POST", "tools/call", "search", "1", "", "2025-06-18", (call,)))
+    fitted_mcp = fit_trace(mcp_trace, resource, 1024 * 1024)
+    assert fitted_mcp is not None and fitted_mcp.mcp is not None
+    assert len(fitted_mcp.mcp.calls[0].result) < len(big)
