@@ -153,7 +153,7 @@ def _with_limits(trace: TraceRecord, budget: int) -> TraceRecord:
         else a
         for a in trace.attempts
     )
-    nested = {}
+    nested: dict[str, object] = {}
     if trace.mcp is not None or trace.agent is not None:
         # Tool arguments/results and the agent's model-call bodies share the budget evenly.
         cap = max(1024, budget // 8)
