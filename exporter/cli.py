@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from gateway.redact import install_log_redaction
+
+    install_log_redaction()  # endpoints and NATS URLs may carry credentials
     if not args.config:
         print("gateway-exporter: --config FILE (or GATEWAY_CONFIG) is required", file=sys.stderr)
         return 2

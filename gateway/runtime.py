@@ -104,6 +104,7 @@ class Runtime:
         self.prices = PriceTable.from_config(config.metrics.prices_file, config.metrics.prices)
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
         self.all_model_ids = [*self.models, *self.router.virtual_models()]
+        self.known_models = frozenset(self.all_model_ids)  # the only model names metrics label
         self.models_body = self.render_models(self.all_model_ids)
         self._models_bodies: dict[frozenset[str], bytes] = {}
 
