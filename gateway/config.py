@@ -72,7 +72,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     shutdown_delay_s: float = 0.0  # /readyz answers 503 this long before the listener closes
     upstream_client: Literal["pyreqwest", "aiohttp"] = "pyreqwest"
     body_timeout_s: float = 30.0  # the whole request body must arrive within this (else 408)
-    header_timeout_s: float = 10.0  # granian closes a connection whose request head is slower
+    # granian (hyper) closes a connection whose request head takes longer; on a keep-alive
+    # connection it also bounds the idle time between requests: keep it above the idle timeout
+    # of the load balancer in front, or that balancer sees connections reset under it.
+    header_timeout_s: float = 30.0
 
 
 class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
