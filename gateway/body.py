@@ -109,6 +109,33 @@ def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return max(accumulate(map(_STEP.__getitem__, proj))) > limit
 
 
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest(
+        f"request body nests arrays/objects deeper than {MAX_JSON_DEPTH} levels", code="json_too_deep"
+    )
+
+
+def check_json_bytes(body: bytes) -> None:
+    """Refuse what no JSON decoder of ours should see: invalid UTF-8 and excessive nesting.
+
+    Every surface calls it on a raw JSON body before decoding it (:func:`parse_request` does).
+    The depth verdict assumes well-formed JSON: a malformed body with hundreds of brackets may
+    get ``json_too_deep`` where a decoder would have said ``invalid_json`` (a 400 either way).
+
+    Raises:
+        InvalidRequest: ``invalid_utf8``, or ``json_too_deep`` past :data:`MAX_JSON_DEPTH`.
+    """
+    if not body.isascii():  # the common ASCII body skips the decode
+        try:
+            body.decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(
+                f"request body is not valid UTF-8 (byte {exc.start})", code="invalid_utf8"
+            ) from None
+    if json_depth_exceeds(body):
+        raise _too_deep()
+
+
 def parse_request(body: bytes, endpoint: str) -> ParsedRequest:
     """Validate the envelope of an OpenAI request body.
 
@@ -119,25 +146,15 @@ def parse_request(body: bytes, endpoint: str) -> ParsedRequest:
     """
     if not body or body.isspace():
         raise InvalidRequest("request body is empty; expected a JSON object", code="empty_body")
-    if not body.isascii():  # the common ASCII body skips the decode
-        try:
-            body.decode()
-        except UnicodeDecodeError as exc:
-            raise InvalidRequest(
-                f"request body is not valid UTF-8 (byte {exc.start})", code="invalid_utf8"
-            ) from None
+    check_json_bytes(body)
     try:
         fields = _decode_fields(body)
     except msgspec.ValidationError:
         raise InvalidRequest("request body must be a JSON object", code="invalid_json") from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        fields = None
-    if fields is None or json_depth_exceeds(body):
-        raise InvalidRequest(
-            f"request body nests arrays/objects deeper than {MAX_JSON_DEPTH} levels", code="json_too_deep"
-        )
+    except RecursionError:  # unreachable after the depth check; never a 500 all the same
+        raise _too_deep() from None
 
     raw_model = fields.get("model")
     if raw_model is None:
