@@ -15,6 +15,12 @@ from gateway.metrics.labels import OTHER, UNKNOWN, SeriesCap, bounded
 from gateway.metrics.multiproc import ENV_VAR
 
 
+@pytest.fixture(autouse=True)
+def _in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read one process's own registry: no multiprocess directory."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
 def label_sets(body: bytes, name: str) -> list[dict[str, str]]:
     return [
         dict(s.labels)
