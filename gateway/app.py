@@ -181,7 +181,12 @@ class GatewayApp:
             except GatewayError as exc:
                 self._error(proto, exc, [("www-authenticate", "Bearer")])
                 return
-        content_type, body = await self.metrics.render_async(scope.headers.get("accept"))
+        try:
+            content_type, body = await self.metrics.render_async(scope.headers.get("accept"))
+        except Exception:  # a damaged samples file, say: an OpenAI-shaped 500, never granian's empty one
+            log.exception("rendering /metrics failed")
+            self._error(proto, GatewayError("metrics could not be rendered"), [])
+            return
         proto.response_bytes(200, [("content-type", content_type)], body)
 
     @staticmethod
