@@ -103,7 +103,7 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     metadata_label_keys: list[str] = []  # x-tfy-metadata keys that become labels (bounded)
     prices_file: str | None = None  # USD per million tokens; default table ships with the gateway
     prices: dict[str, dict[str, float]] = {}
-    max_series: int = 1000  # label sets per metric and worker; later ones count under __other__
+    max_series: int = 500  # label sets per metric and worker; later ones count under __other__
     require_auth: bool = False  # GET /metrics needs an API key or JWT, like the API
 
 

@@ -173,7 +173,7 @@ class Metrics:
         self.multiprocess_dir = multiprocess_dir or multiproc.multiprocess_dir()
         self.flush_interval_s = flush_interval_s
         if max_label_sets is None:
-            max_label_sets = 1000 if cfg is None else cfg.max_series
+            max_label_sets = 500 if cfg is None else cfg.max_series
         self._max_label_sets = max_label_sets
         self._n_status_children = 0
         self._render_task: asyncio.Future[tuple[str, bytes]] | None = None
