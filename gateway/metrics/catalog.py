@@ -455,12 +455,12 @@ class Metrics:
         task = self._render_task
         if task is None or task.done():
             task = self._render_task = asyncio.ensure_future(
-                asyncio.to_thread(render_multiprocess, self.multiprocess_dir, accept)
+                multiproc.beside_the_loop(render_multiprocess, self.multiprocess_dir, accept)
             )
             return await asyncio.shield(task)
         content_type, body = await asyncio.shield(task)
         if content_type != _content_type_for(accept):  # another format is running: our own merge
-            return await asyncio.to_thread(render_multiprocess, self.multiprocess_dir, accept)
+            return await multiproc.beside_the_loop(render_multiprocess, self.multiprocess_dir, accept)
         return content_type, body
 
     async def start(self) -> None:

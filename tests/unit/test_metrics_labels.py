@@ -117,3 +117,16 @@ def test_config_checks() -> None:
         parse_config("metrics: {max_series: 0}\n", env={})
     with pytest.raises(ConfigError, match="server.body_timeout_s"):
         parse_config("server: {body_timeout_s: 0}\n", env={})
+
+
+async def test_merge_beside_the_loop_lowers_the_switch_interval_meanwhile() -> None:
+    import sys
+
+    from gateway.metrics.multiproc import FAIR_SWITCH_INTERVAL_S, beside_the_loop
+
+    before = sys.getswitchinterval()
+    seen = await asyncio.gather(
+        beside_the_loop(sys.getswitchinterval), beside_the_loop(sys.getswitchinterval)
+    )
+    assert seen == [min(before, FAIR_SWITCH_INTERVAL_S)] * 2
+    assert sys.getswitchinterval() == before
