@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     if level != "DEBUG":
         # httpx logs each export request at INFO; ours are at DEBUG (exporter.destinations).
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    from gateway.redact import install_log_redaction
+
+    install_log_redaction()  # endpoints and NATS URLs may carry credentials
     if not args.config:
         print("gateway-exporter: --config FILE (or GATEWAY_CONFIG) is required", file=sys.stderr)
         return 2

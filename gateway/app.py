@@ -20,12 +20,13 @@ import signal
 from typing import Any
 
 from gateway.config import GatewayConfig, load_config
-from gateway.errors import MethodNotAllowed, NotFound, error_response
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
 from gateway.mcp.http import handle_mcp
 from gateway.metrics import Metrics
 from gateway.models_api import PREFIX as MODELS_PREFIX
 from gateway.models_api import handle_models
 from gateway.proxy import handle_llm, respond_json
+from gateway.redact import install_log_redaction
 from gateway.reload import ConfigReloader
 from gateway.responses import handler as responses
 from gateway.responses.store import ResponseStore, make_store
@@ -180,8 +181,7 @@ class GatewayApp:
                         [],
                     )
                 else:
-                    content_type, body = self.metrics.render(scope.headers.get("accept"))
-                    proto.response_bytes(200, [("content-type", content_type)], body)
+                    await self._metrics(rt, scope, proto)
             elif path == "/healthz":
                 respond_json(proto, 200, b'{"status":"ok"}')
             elif self.draining:
@@ -211,6 +211,24 @@ class GatewayApp:
         else:
             self._error(proto, NotFound(f"no route for {scope.method} {path}", code="unknown_url"), [])
 
+    async def _metrics(self, rt: Runtime, scope: Any, proto: Any) -> None:
+        """``GET /metrics``: credentials first when ``metrics.require_auth``; the merge of every
+        worker's samples runs off the event loop."""
+        assert self.metrics is not None
+        if rt.config.metrics.require_auth:
+            try:
+                rt.access.authenticate(scope.headers.get)
+            except GatewayError as exc:
+                self._error(proto, exc, [("www-authenticate", "Bearer")])
+                return
+        try:
+            content_type, body = await self.metrics.render_async(scope.headers.get("accept"))
+        except Exception:  # a damaged samples file, say: an OpenAI-shaped 500, never granian's empty one
+            log.exception("rendering /metrics failed")
+            self._error(proto, GatewayError("metrics could not be rendered"), [])
+            return
+        proto.response_bytes(200, [("content-type", content_type)], body)
+
     @staticmethod
     def _error(proto: Any, exc: Any, extra: list[tuple[str, str]]) -> None:
         status, headers, body = error_response(exc)
@@ -219,4 +237,5 @@ class GatewayApp:
 
 def create_app() -> GatewayApp:
     """granian factory: the config path comes from ``GATEWAY_CONFIG`` (set by ``gateway serve``)."""
+    install_log_redaction()  # each worker process: no URL credentials in any log line
     return GatewayApp(config_path=os.environ["GATEWAY_CONFIG"])

@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.redact import install_log_redaction
 
 log = logging.getLogger("gateway")
 
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    install_log_redaction()
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -104,6 +106,7 @@ def serve(args: argparse.Namespace) -> int:
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
 
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import Server
 
@@ -160,6 +163,8 @@ def serve(args: argparse.Namespace) -> int:
         factory=True,
         log_level=level,
         backlog=2048,
+        # A client slower than this with its request head is disconnected by granian (no body).
+        http1_settings=HTTP1Settings(header_read_timeout=int(cfg.server.header_timeout_s * 1000)),
         workers_kill_timeout=max(1, int(cfg.server.drain_timeout_s + 0.999)),
     )
     server.serve()

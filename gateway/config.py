@@ -76,6 +76,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     drain_timeout_s: float = 30.0  # in-flight requests get this long after SIGTERM
     shutdown_delay_s: float = 0.0  # /readyz answers 503 this long before the listener closes
     upstream_client: Literal["pyreqwest", "aiohttp"] = "pyreqwest"
+    body_timeout_s: float = 30.0  # the whole request body must arrive within this (else 408)
+    # granian (hyper) closes a connection whose request head takes longer; on a keep-alive
+    # connection it also bounds the idle time between requests: keep it above the idle timeout
+    # of the load balancer in front, or that balancer sees connections reset under it.
+    header_timeout_s: float = 30.0
 
 
 class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -103,6 +108,8 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     metadata_label_keys: list[str] = []  # x-tfy-metadata keys that become labels (bounded)
     prices_file: str | None = None  # USD per million tokens; default table ships with the gateway
     prices: dict[str, dict[str, float]] = {}
+    max_series: int = 500  # label sets per metric and worker; later ones count under __other__
+    require_auth: bool = False  # GET /metrics needs an API key or JWT, like the API
 
 
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -235,6 +242,10 @@ def _check_core(cfg: GatewayConfig) -> Iterator[str]:
         yield "server.drain_timeout_s: must be >= 0"
     if s.shutdown_delay_s < 0:
         yield "server.shutdown_delay_s: must be >= 0"
+    if s.body_timeout_s <= 0:
+        yield "server.body_timeout_s: must be > 0"
+    if s.header_timeout_s <= 0:
+        yield "server.header_timeout_s: must be > 0"
     if cfg.cluster is not None and not _is_url(cfg.cluster.nats_url, ("nats", "tls")):
         yield "cluster.nats_url: expected a nats:// or tls:// URL"
 
@@ -246,6 +257,10 @@ def _check_metrics(cfg: GatewayConfig) -> Iterator[str]:
         PriceTable.from_config(cfg.metrics.prices_file, cfg.metrics.prices)
     except PriceError as exc:
         yield f"metrics.prices: {exc}"
+    if cfg.metrics.max_series < 1:
+        yield "metrics.max_series: must be >= 1"
+    if cfg.metrics.require_auth and cfg.auth is None:
+        yield "metrics.require_auth: needs an 'auth' section (API keys or JWT issuers)"
 
 
 def _semantic_checks() -> list[SemanticCheck]:

@@ -7,8 +7,10 @@
     ├── NotFound                       404 not_found_error
     │   └── ModelNotFound              404 model_not_found
     ├── MethodNotAllowed               405 invalid_request_error
+    ├── RequestTimeout                 408 invalid_request_error (body not received in time)
     ├── PayloadTooLarge                413 invalid_request_error
     ├── RateLimited                    429 rate_limit_error (carries headers)
+    ├── ClientDisconnected             499 (never sent: the client left; counted as such)
     ├── ServiceUnavailable             503 service_unavailable (draining)
     └── UpstreamError                  the provider side
         ├── UpstreamUnreachable        502 upstream_error
@@ -80,6 +82,14 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(GatewayError):
+    """The client did not send its whole body within ``server.body_timeout_s``."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "body_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
@@ -94,6 +104,16 @@ class RateLimited(GatewayError):
     def __init__(self, message: str, *, rule_id: str, headers: list[tuple[str, str]]) -> None:
         super().__init__(message, headers=headers)
         self.rule_id = rule_id  # the rule that rejected the request (metrics, spans)
+
+
+class ClientDisconnected(GatewayError):
+    """The client closed its connection before the request was answered (nginx's 499).
+
+    Nothing is sent back; the status exists so metrics and traces tell it from our failures."""
+
+    status = 499
+    type = "client_closed_request"
+    code = "client_disconnected"
 
 
 class ServiceUnavailable(GatewayError):

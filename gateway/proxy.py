@@ -20,14 +20,17 @@ from gateway.attempt import Attempt, TTFTTimeout, run_attempt
 from gateway.body import ParsedRequest
 from gateway.errors import (
     JSON_HEADERS,
+    ClientDisconnected,
     GatewayError,
     InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     UpstreamError,
 )
 from gateway.metrics import Metrics, mean_inter_token_ms
+from gateway.metrics.labels import UNAUTHENTICATED, UNKNOWN, bounded
 from gateway.routing import FailureKind, PlanEntry, RoutePlan, counts_as_failure, outcome_of
 from gateway.runtime import ModelTarget, Runtime
 from gateway.sse import Usage
@@ -48,8 +51,26 @@ log = logging.getLogger("gateway.proxy")
 SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
 
-async def read_body(scope: Any, proto: Any, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` without reading it all."""
+async def read_body(scope: Any, proto: Any, limit: int, timeout_s: float = 30.0) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` without reading it all.
+
+    Raises:
+        RequestTimeout: the body did not arrive within ``timeout_s`` (``server.body_timeout_s``).
+        ClientDisconnected: the client closed the connection mid-body.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(scope, proto, limit)
+    except TimeoutError:
+        # The rest of the body may still be on its way: close the connection, never reuse it.
+        raise RequestTimeout(
+            f"request body not received within {timeout_s:g}s", headers=[("connection", "close")]
+        ) from None
+    except (ProtocolClosed, ProtocolError):
+        raise ClientDisconnected("the client closed the connection while sending the body") from None
+
+
+async def _read_body(scope: Any, proto: Any, limit: int) -> bytes:
     declared = scope.headers.get("content-length")
     if declared is not None:
         try:
@@ -122,7 +143,7 @@ async def handle_llm(
     request_id = out.trace_id.hex()
     req: ParsedRequest | None = None
     try:
-        body = await read_body(scope, proto, rt.max_body_bytes)
+        body = await read_body(scope, proto, rt.max_body_bytes, rt.config.server.body_timeout_s)
         req = surface.parse(body, scope.headers)
 
         out.auth_start_pc = perf_counter_ns()
@@ -164,8 +185,9 @@ async def handle_llm(
                 out.events = attempt.relay.events
     except GatewayError as exc:
         out.status, out.error = exc.status, exc
-        status, headers, err_body = surface.error_response(exc)
-        proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
+        if not isinstance(exc, ClientDisconnected):  # nobody left to answer
+            status, headers, err_body = surface.error_response(exc)
+            proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
     except Exception:
         # Our own bug, never the client's input: log it with the id the client sees.
         log.exception("unhandled error in request %s", request_id)
@@ -267,8 +289,10 @@ def _record_metrics(rt: Runtime, metrics: Metrics, req: ParsedRequest | None, ou
         ttft_ms = (out.first_pc - out.start_pc) / 1e6 if out.first_pc and out.events is not None else None
         decision = out.decision
         metrics.record_request(
-            req.model if req is not None else "",
-            decision.principal.subject if decision is not None else "",
+            # Labels from bounded sets only: a name the config does not know, or a caller not
+            # (yet) authenticated, must not create series (see gateway/metrics/labels.py).
+            bounded(req.model, rt.known_models) if req is not None else UNKNOWN,
+            decision.principal.subject if decision is not None else UNAUTHENTICATED,
             "default",
             decision.metadata if decision is not None else None,
             out.status,

@@ -107,7 +107,7 @@ class Runtime:
         self.prices = PriceTable.from_config(config.metrics.prices_file, config.metrics.prices)
         self.model_owner = {t.model_id: t.provider.name for t in self.models.values()}
         self.all_model_ids = [*self.models, *self.router.virtual_models()]
-        self._model_ids = frozenset(self.all_model_ids)
+        self.known_models = frozenset(self.all_model_ids)  # the only model names metrics label
         self.models_body = self.render_models(self.all_model_ids)
         self._models_bodies: dict[frozenset[str], bytes] = {}
 
@@ -126,7 +126,7 @@ class Runtime:
 
     def has_model(self, model_id: str) -> bool:
         """Whether ``model_id`` is a concrete or virtual model of this config."""
-        return model_id in self._model_ids
+        return model_id in self.known_models
 
     def visible_models_body(self, principal: Principal) -> bytes:
         """``GET /v1/models`` for one caller: only what the access rules let it use."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -30,11 +31,27 @@ from nats.aio.client import Client
 
 from gateway.access.ratelimit import Delta, RateLimiter, Snapshot
 
-__all__ = ["WORKER_ID", "FleetSync", "RateDeltas", "RateSnapshot"]
+__all__ = ["FleetSync", "RateDeltas", "RateSnapshot", "process_worker_id"]
 
 log = logging.getLogger("gateway.access.fleet")
 
-WORKER_ID = uuid.uuid4().hex[:16]  # one per process: a rebuilt limiter after reload keeps it
+_worker_id: tuple[int, str] | None = None  # (pid, id)
+
+
+def process_worker_id() -> str:
+    """This process's id on the sync subject; a limiter rebuilt after a reload keeps it.
+
+    Made on first use in each process, never at import: granian forks its workers from a
+    supervisor that may have imported this module, and siblings sharing one id would drop each
+    other's deltas as their own echo (a 2-worker gateway admitted twice its limit).
+    """
+    global _worker_id
+    pid = os.getpid()
+    if _worker_id is None or _worker_id[0] != pid:
+        _worker_id = (pid, uuid.uuid4().hex[:16])
+    return _worker_id[1]
+
+
 MAX_DELTAS_PER_MESSAGE = 4096  # well under NATS's 1 MiB default max payload
 WIRE_VERSION = 1
 
@@ -72,7 +89,7 @@ class FleetSync:
         *,
         interval_s: float = 0.05,
         min_gap_s: float = 0.002,
-        worker_id: str = WORKER_ID,
+        worker_id: str | None = None,
     ) -> None:
         if not 0 < interval_s <= 0.1:
             raise ValueError("interval_s must be in (0, 0.1]")
@@ -81,7 +98,7 @@ class FleetSync:
         self.subject = f"{subject_prefix}.ratelimit"
         self.interval_s = interval_s
         self.min_gap_s = min_gap_s
-        self.worker_id = worker_id
+        self.worker_id = worker_id or process_worker_id()
         self._nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()

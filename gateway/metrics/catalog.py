@@ -28,9 +28,11 @@ llm_gateway_telemetry_buffer_bytes     gauge      (multiprocess: livesum)
 
 "metadata…" is one ``llm_gateway_metadata_<key>`` label per key in ``metrics.metadata_label_keys``
 and nothing else: other ``x-tfy-metadata`` keys never become labels. Cardinality is bounded
-twice: each metadata key keeps at most ``max_metadata_values`` distinct values (later ones
-become ``__other__``), and at most ``max_label_sets`` label sets are created (later ones fold
-into one overflow set per model, tenant and user ``__other__``).
+(see :mod:`gateway.metrics.labels`): the caller passes only bounded values (configured models,
+else ``unknown``; authenticated subjects, else one empty label), each metadata key keeps at most
+``max_metadata_values`` distinct values (later ones become ``__other__``), and every metric
+creates at most ``max_label_sets`` label sets per worker: later ones fold into one overflow set
+whose every label (status code included) is ``__other__``.
 
 Speed: :meth:`Metrics.record_request` finds its label set in a dict keyed by the label tuple and
 adds to plain Python numbers; :meth:`Metrics.flush` (periodic, and before every scrape) moves the
@@ -52,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from gateway.metrics import multiproc
+from gateway.metrics.labels import OTHER
 from gateway.telemetry.wire import FIRST_TOKEN_MS_BUCKETS, INTER_TOKEN_MS_BUCKETS, PROCESSING_MS_BUCKETS
 
 if TYPE_CHECKING:
@@ -70,7 +73,6 @@ __all__ = [
 ]
 
 LABELS: Final = ("model_name", "tenant_name", "username")
-OTHER: Final = "__other__"
 log = logging.getLogger("gateway.metrics")
 
 _METADATA_VALUE_MAX_CHARS: Final = 64
@@ -150,7 +152,7 @@ class Metrics:
         cfg: MetricsConfig | None = None,
         *,
         multiprocess_dir: str | None = None,
-        max_label_sets: int = 10_000,
+        max_label_sets: int | None = None,
         max_metadata_values: int = 100,
         flush_interval_s: float = 1.0,
     ) -> None:
@@ -160,7 +162,8 @@ class Metrics:
             cfg: the ``metrics:`` section (``enabled``, ``metadata_label_keys``); ``None`` = defaults.
             multiprocess_dir: the shared samples directory; default ``$PROMETHEUS_MULTIPROC_DIR``.
                 With none, the metrics live in a private in-memory registry (one process).
-            max_label_sets: label sets created before new ones fold into ``__other__``.
+            max_label_sets: label sets per metric before new ones fold into ``__other__``;
+                default ``cfg.max_series``.
             max_metadata_values: distinct values kept per metadata label key.
             flush_interval_s: period of the flush task started by :meth:`start`.
         """
@@ -171,7 +174,11 @@ class Metrics:
         self.metadata_keys: tuple[str, ...] = tuple(dict.fromkeys(keys))  # unique, in order
         self.multiprocess_dir = multiprocess_dir or multiproc.multiprocess_dir()
         self.flush_interval_s = flush_interval_s
+        if max_label_sets is None:
+            max_label_sets = 500 if cfg is None else cfg.max_series
         self._max_label_sets = max_label_sets
+        self._n_status_children = 0
+        self._render_task: asyncio.Future[tuple[str, bytes]] | None = None
         self._max_metadata_values = max_metadata_values
         self._metadata_seen: dict[str, set[str]] = {k: set() for k in self.metadata_keys}
         self._series: dict[tuple[Any, ...], _Series] = {}
@@ -457,6 +464,23 @@ class Metrics:
         assert self._registry is not None
         return content_type, encoder(self._registry)
 
+    async def render_async(self, accept: str | None = None) -> tuple[str, bytes]:
+        """:meth:`render` for the event loop: the merge of every worker's files runs in a thread,
+        and concurrent scrapes share one merge, so a scrape never holds up requests."""
+        self.flush()  # on the loop thread: the pending sums belong to it
+        if not self.multiprocess_dir:
+            return self.render(accept)
+        task = self._render_task
+        if task is None or task.done():
+            task = self._render_task = asyncio.ensure_future(
+                multiproc.beside_the_loop(render_multiprocess, self.multiprocess_dir, accept)
+            )
+            return await asyncio.shield(task)
+        content_type, body = await asyncio.shield(task)
+        if content_type != _content_type_for(accept):  # another format is running: our own merge
+            return await multiproc.beside_the_loop(render_multiprocess, self.multiprocess_dir, accept)
+        return content_type, body
+
     async def start(self) -> None:
         """Start the periodic flush task on the running loop (idempotent)."""
         if self._task is None or self._task.done():
@@ -494,7 +518,12 @@ class Metrics:
     def _status_child(self, s: _Series, status: int) -> Any:
         child = s.status_children.get(status)
         if child is None:
-            child = s.status_children[status] = self.requests.labels(*s.key, str(status))
+            if self._n_status_children < self._max_label_sets:
+                self._n_status_children += 1
+                child = self.requests.labels(*s.key, str(status))
+            else:  # the cap covers the status label too
+                child = self.requests.labels(*self._other_key, OTHER)
+            s.status_children[status] = child
         return child
 
     def _metadata_values(self, metadata: Mapping[str, Any] | None) -> list[str]:
@@ -533,8 +562,8 @@ class Metrics:
 
     def _new_series(self, key: tuple[str, ...]) -> _Series:
         if self._n_series >= self._max_label_sets:
-            # Keep the model (bounded by config), fold everything else into one overflow set.
-            key = (key[0], *self._other_key[1:])
+            # One overflow set for every label: no label of a request can add series past the cap.
+            key = self._other_key
             existing = self._series.get(key)
             if existing is not None:
                 return existing
@@ -569,6 +598,12 @@ def mean_inter_token_ms(latency_ms: float, ttft_ms: float | None, output_tokens:
     if ttft_ms is None or not output_tokens or output_tokens < 2:
         return None
     return max(0.0, latency_ms - ttft_ms) / (output_tokens - 1)
+
+
+def _content_type_for(accept: str | None) -> str:
+    from prometheus_client.exposition import choose_encoder
+
+    return choose_encoder(accept or "")[1]
 
 
 def _no_metadata(_key: str) -> None:

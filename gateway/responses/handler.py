@@ -24,6 +24,7 @@ from granian.rsgi import ProtocolClosed, ProtocolError
 
 from gateway.attempt import Attempt
 from gateway.errors import (
+    ClientDisconnected,
     GatewayError,
     InvalidRequest,
     ModelNotFound,
@@ -72,7 +73,7 @@ async def handle_create(
     loop: AgentLoop | None = None
     response_id = ""
     try:
-        body = await read_body(scope, proto, rt.max_body_bytes)
+        body = await read_body(scope, proto, rt.max_body_bytes, rt.config.server.body_timeout_s)
         req = RESPONSES.parse(body, scope.headers)
         req.drop_tools = frozenset(rt.config.responses.drop_builtin_tools)
 
@@ -154,8 +155,9 @@ async def handle_create(
             out.events = []
     except GatewayError as exc:
         out.status, out.error = exc.status, exc
-        status, err_headers, err_body = RESPONSES.error_response(exc)
-        proto.response_bytes(status, [*err_headers, ("x-request-id", request_id)], err_body)
+        if not isinstance(exc, ClientDisconnected):  # nobody left to answer
+            status, err_headers, err_body = RESPONSES.error_response(exc)
+            proto.response_bytes(status, [*err_headers, ("x-request-id", request_id)], err_body)
     except Exception:
         log.exception("unhandled error in request %s", request_id)
         internal = GatewayError("internal error")

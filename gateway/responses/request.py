@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.body import ParsedRequest
+from gateway.body import ParsedRequest, check_json_bytes
 from gateway.errors import InvalidRequest
 from gateway.responses.translate import new_id, normalize_input, to_chat_request
 
@@ -81,6 +81,7 @@ class ResponsesRequest(ParsedRequest):
         """
         if not raw or raw.isspace():
             raise InvalidRequest("request body is empty; expected a JSON object", code="empty_body")
+        check_json_bytes(raw)  # invalid UTF-8 or nesting past MAX_JSON_DEPTH: a 400, never a 500
         try:
             fields = _decode_fields(raw)
         except msgspec.ValidationError:

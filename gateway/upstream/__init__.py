@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from gateway.redact import origin
+
+__all__ = ["RELAYED_HEADERS", "UpstreamClient", "UpstreamResponse", "make_client", "origin"]
+
 if TYPE_CHECKING:
     from gateway.config import ProviderConfig
 
@@ -62,12 +66,6 @@ class UpstreamClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-def origin(url: str) -> str:
-    """``scheme://host:port`` of ``url``: what errors may name (paths and queries may carry keys)."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def make_client(kind: str, provider: ProviderConfig) -> UpstreamClient:

@@ -217,7 +217,8 @@ def _worker(path: str, user: str, n: int, ready: Any, done: Any) -> None:
 
 
 def test_multiprocess_totals_and_dead_workers(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv(ENV_VAR, "")  # recorded, so the variable is gone again after the test
+    monkeypatch.delenv(ENV_VAR)
     path = prepare_multiprocess_dir(str(tmp_path / "mp"))
     ctx = multiprocessing.get_context("spawn")
     done = ctx.Event()
@@ -260,7 +261,8 @@ def test_multiprocess_totals_and_dead_workers(tmp_path: Any, monkeypatch: pytest
 
 
 def test_prepare_owned_temp_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv(ENV_VAR, "")  # recorded, so the variable is gone again after the test
+    monkeypatch.delenv(ENV_VAR)
     path = prepare_multiprocess_dir()
     assert os.path.isdir(path) and os.environ[ENV_VAR] == path
     cleanup_multiprocess_dir(path)
