@@ -266,8 +266,8 @@ class McpGateway:
             if session_id is not None:
                 headers.append(("mcp-session-id", session_id))
             if up.cfg.forward_caller_identity and principal is not None:
-                headers.append(("x-gateway-subject", principal.subject))
-                headers.append(("x-gateway-teams", ",".join(principal.teams)))
+                headers.append(("x-gateway-subject", _header_value(principal.subject)))
+                headers.append(("x-gateway-teams", _header_value(",".join(principal.teams))))
             if extra_headers:
                 headers.extend(extra_headers)
             rec = McpCallRecord(
@@ -464,6 +464,13 @@ class McpGateway:
 
 
 # --- helpers shared with the HTTP surface --------------------------------------------------------
+
+
+def _header_value(value: str) -> str:
+    """``value`` with anything but visible ASCII and space replaced (JWT claims are free text)."""
+    if value.isascii() and value.isprintable():
+        return value
+    return "".join(c if " " <= c <= "~" else "?" for c in value)
 
 
 def _raw_fields(params: dict[str, Any]) -> dict[str, msgspec.Raw]:
