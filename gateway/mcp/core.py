@@ -283,9 +283,14 @@ class McpGateway:
                 finish(rec, 0, exc)
                 raise
             rec.status = reply.status
-            if reply.status == 404 and session_id is not None and attempt == 0 and method not in NO_RETRY:
+            # 404 to a session id: the upstream forgot it (restart, another replica behind it).
+            # 400 without one, in a client session: the upstream wants a session it never gave
+            # this client (it was down when the session opened). Both: initialise, send again.
+            forgot = reply.status == 404 and session_id is not None
+            never = reply.status == 400 and session_id is None and bool(sessions.key)
+            if (forgot or never) and attempt == 0 and method not in NO_RETRY and http_method == "POST":
                 await reply.aclose()
-                finish(rec, 404, UpstreamFailed("the MCP server no longer knows the session"))
+                finish(rec, reply.status, UpstreamFailed("the MCP server does not know this session"))
                 await self.reinitialize(server, sessions, trace, calls, principal)
                 continue
             return reply, rec
