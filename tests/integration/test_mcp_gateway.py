@@ -226,6 +226,8 @@ def test_bad_input_answers(gw: Proc) -> None:
     for r, status, code in cases:
         assert r.status_code == status, (r.status_code, r.text)
         assert rpc_result(r)["error"]["code"] == code, r.text
+    # without credentials, an unknown server is not told apart from a known one
+    assert post(gw.url + "/mcp/nope", ping, None).status_code == 401
     # another caller cannot use alice's session
     assert post(url, ping, "bob", mcp_session_id=token).status_code == 404
     # the session still works after all that
