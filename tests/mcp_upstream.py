@@ -18,6 +18,11 @@ from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
+
+
+class Confirmation(BaseModel):
+    ok: bool
 
 
 def build(name: str) -> MCPServer:
@@ -82,6 +87,14 @@ def build(name: str) -> MCPServer:
         meta: Any = ctx.request_context.meta or {}
         seen["_meta_traceparent"] = meta.get("traceparent")
         return json.dumps(seen)
+
+    @server.tool()
+    async def confirm(action: str, ctx: Context) -> str:
+        """Asks the client (elicitation, a server-to-client request) before answering."""
+        answer = await ctx.elicit(f"Really {action}?", Confirmation)
+        if answer.action == "accept" and answer.data is not None:
+            return f"{action}: {'yes' if answer.data.ok else 'no'}"
+        return f"{action}: {answer.action}"
 
     @server.tool()
     def session_key(ctx: Context) -> str:

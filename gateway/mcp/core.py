@@ -266,8 +266,8 @@ class McpGateway:
             if session_id is not None:
                 headers.append(("mcp-session-id", session_id))
             if up.cfg.forward_caller_identity and principal is not None:
-                headers.append(("x-gateway-subject", principal.subject))
-                headers.append(("x-gateway-teams", ",".join(principal.teams)))
+                headers.append(("x-gateway-subject", _header_value(principal.subject)))
+                headers.append(("x-gateway-teams", _header_value(",".join(principal.teams))))
             if extra_headers:
                 headers.extend(extra_headers)
             rec = McpCallRecord(
@@ -283,9 +283,14 @@ class McpGateway:
                 finish(rec, 0, exc)
                 raise
             rec.status = reply.status
-            if reply.status == 404 and session_id is not None and attempt == 0 and method not in NO_RETRY:
+            # 404 to a session id: the upstream forgot it (restart, another replica behind it).
+            # 400 without one, in a client session: the upstream wants a session it never gave
+            # this client (it was down when the session opened). Both: initialise, send again.
+            forgot = reply.status == 404 and session_id is not None
+            never = reply.status == 400 and session_id is None and bool(sessions.key)
+            if (forgot or never) and attempt == 0 and method not in NO_RETRY and http_method == "POST":
                 await reply.aclose()
-                finish(rec, 404, UpstreamFailed("the MCP server no longer knows the session"))
+                finish(rec, reply.status, UpstreamFailed("the MCP server does not know this session"))
                 await self.reinitialize(server, sessions, trace, calls, principal)
                 continue
             return reply, rec
@@ -464,6 +469,13 @@ class McpGateway:
 
 
 # --- helpers shared with the HTTP surface --------------------------------------------------------
+
+
+def _header_value(value: str) -> str:
+    """``value`` with anything but visible ASCII and space replaced (JWT claims are free text)."""
+    if value.isascii() and value.isprintable():
+        return value
+    return "".join(c if " " <= c <= "~" else "?" for c in value)
 
 
 def _raw_fields(params: dict[str, Any]) -> dict[str, msgspec.Raw]:

@@ -146,8 +146,6 @@ async def handle_mcp(app: Any, scope: Any, proto: Any) -> None:
 
 async def _serve(app: Any, gw: McpGateway, scope: Any, proto: Any, req: Req) -> None:
     headers = scope.headers
-    if req.server not in gw.config:
-        raise HttpFailure(404, f"no MCP server named '{req.server}' on this gateway")
     if req.http_method not in ("POST", "GET", "DELETE"):
         raise HttpFailure(
             405, f"{req.http_method} is not allowed on /mcp/{req.server}", [("allow", "POST, GET, DELETE")]
@@ -157,6 +155,9 @@ async def _serve(app: Any, gw: McpGateway, scope: Any, proto: Any, req: Req) -> 
     try:
         principal = req.principal = app.runtime.access.authenticate(headers.get)
         req.metadata = parse_metadata(headers.get(METADATA_HEADER))
+        # After authentication: the registry's names are not for anonymous eyes.
+        if req.server not in gw.config:
+            raise HttpFailure(404, f"no MCP server named '{req.server}' on this gateway")
         if not gw.policy.may_use_server(principal, req.server):
             raise HttpFailure(403, f"{principal.subject} may not use MCP server '{req.server}'")
     except GatewayError as exc:

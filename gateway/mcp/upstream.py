@@ -14,6 +14,7 @@ from typing import Any
 
 from pyreqwest.client import ClientBuilder
 from pyreqwest.exceptions import (
+    BuilderError,
     ConnectError,
     ConnectTimeoutError,
     PoolTimeoutError,
@@ -160,6 +161,8 @@ class UpstreamServer:
                 reply = Reply(await ctx.__aenter__(), ctx, self.name)
         except RequestError as exc:
             raise _translate(exc, self.name) from None
+        except BuilderError:  # a header value the HTTP library refuses (odd bytes in an identity claim)
+            raise UpstreamFailed(f"the request to MCP server '{self.name}' could not be built") from None
         if rpc_method:
             if reply.is_sse:
                 self._json_methods.discard(rpc_method)

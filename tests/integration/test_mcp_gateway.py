@@ -124,6 +124,23 @@ async def test_progress_streams_and_tool_errors(gw: Proc) -> None:
         assert failed.is_error and "fail" in failed.content[0].text  # type: ignore[union-attr]
 
 
+async def test_server_to_client_requests_pass_through(gw: Proc) -> None:
+    """Elicitation: the upstream asks the client mid-call on the SSE stream; the client's answer
+    comes back as its own POST and is forwarded to the same upstream session."""
+    asked: list[str] = []
+
+    async def on_elicit(context: Any, params: Any) -> Any:
+        from mcp.types import ElicitResult
+
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"ok": True})
+
+    async with sdk_session(gw.url + "/mcp/stateful", "alice", elicitation_callback=on_elicit) as s:
+        result = await s.call_tool("confirm", {"action": "deploy"})
+        assert result.content[0].text == "deploy: yes"  # type: ignore[union-attr]
+    assert asked == ["Really deploy?"]
+
+
 async def test_tool_rate_limit_is_a_jsonrpc_error_with_retry_time(gw: Proc) -> None:
     async with sdk_session(gw.url + "/mcp/stateless", "alice") as s:
         for _ in range(2):
@@ -209,6 +226,8 @@ def test_bad_input_answers(gw: Proc) -> None:
     for r, status, code in cases:
         assert r.status_code == status, (r.status_code, r.text)
         assert rpc_result(r)["error"]["code"] == code, r.text
+    # without credentials, an unknown server is not told apart from a known one
+    assert post(gw.url + "/mcp/nope", ping, None).status_code == 401
     # another caller cannot use alice's session
     assert post(url, ping, "bob", mcp_session_id=token).status_code == 404
     # the session still works after all that

@@ -177,3 +177,27 @@ async def test_config_reload_changes_tool_access_and_keeps_sessions(tmp_path: Pa
     finally:
         for p in (gw, stateful, stateless):
             p.stop()
+
+
+async def test_composite_member_down_at_initialize_is_initialised_later(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    stateless = start_upstream("--stateless")
+    cfg = gateway_config(f"http://127.0.0.1:{port}/mcp", stateless.url)
+    gw = start_gateway(cfg, tmp_path)
+    stateful: Proc | None = None
+    try:
+        async with sdk_session(gw.url + "/mcp/everything", "alice") as s:
+            names = {t.name for t in (await s.list_tools()).tools}
+            assert "stateless__add" in names and not any(n.startswith("stateful__") for n in names)
+            stateful = start_upstream("--name", "stateful", port=port)
+            names = {t.name for t in (await s.list_tools()).tools}
+            assert "stateful__echo" in names
+            assert _text(await s.call_tool("stateful__echo", {"text": "late"})) == "late"
+            keys = {_text(await s.call_tool("stateful__session_key", {})) for _ in range(2)}
+            assert len(keys) == 1 and "None" not in keys  # one upstream session, opened lazily
+    finally:
+        for p in (gw, stateless, stateful):
+            if p is not None:
+                p.stop()

@@ -236,3 +236,11 @@ def test_expand_mcp_spans_and_wire_roundtrip() -> None:
     other = McpCallRecord(b"d" * 8, "github", "initialize", "", "gateway-init", 40, 80, 200, "-32602", "bad")
     a2 = expand_trace(_mcp_record((other,), "-32602"))[2].attributes
     assert a2["rpc.response.status_code"] == "-32602" and "gen_ai.operation.name" not in a2
+
+
+def test_identity_header_values_are_made_header_safe() -> None:
+    from gateway.mcp.core import _header_value
+
+    assert _header_value("user:alice") == "user:alice"
+    assert _header_value("user:a\r\nx-evil: 1") == "user:a??x-evil: 1"
+    assert _header_value("team:é") == "team:?"
