@@ -28,7 +28,8 @@ from granian.rsgi import ProtocolClosed, ProtocolError
 
 from gateway.access.metadata import HEADER as METADATA_HEADER
 from gateway.access.metadata import parse_metadata
-from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.body import check_json_bytes
+from gateway.errors import ClientDisconnected, GatewayError, PayloadTooLarge, RequestTimeout
 from gateway.errors import InvalidRequest as HttpInvalidRequest
 from gateway.mcp import jsonrpc as rpc
 from gateway.mcp.core import (
@@ -120,6 +121,8 @@ async def handle_mcp(app: Any, scope: Any, proto: Any) -> None:
     req = Req(server, scope.method, headers.get("traceparent"))
     try:
         await _serve(app, gw, scope, proto, req)
+    except ClientDisconnected:  # left mid-body: nobody to answer, counted as 499
+        req.status = 499
     except McpError as exc:
         req.error, req.status = exc, exc.http_status
         if isinstance(exc, rpc.ToolRateLimited):
@@ -218,7 +221,7 @@ async def _post(
     ctype = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if ctype != "application/json":
         raise HttpFailure(415, "Unsupported Media Type: Content-Type must be application/json")
-    body = await _read_body(scope, proto, gw.max_body_bytes)
+    body = await _read_body(scope, proto, gw.max_body_bytes, app.runtime.config.server.body_timeout_s)
     msg = rpc.decode_message(body)
     req.method = msg.method if isinstance(msg.method, str) else ""
     if msg.id is not msgspec.UNSET:
@@ -519,13 +522,21 @@ def _sessions(state: SessionState, version: str) -> UpstreamSessions:
 # --- HTTP helpers ----------------------------------------------------------------------------------
 
 
-async def _read_body(scope: Any, proto: Any, limit: int) -> bytes:
+async def _read_body(scope: Any, proto: Any, limit: int, timeout_s: float) -> bytes:
+    """The POST body, checked as every surface checks it (size, time, UTF-8, nesting depth)."""
     try:
-        return await read_body(scope, proto, limit)
+        body = await read_body(scope, proto, limit, timeout_s)
     except PayloadTooLarge as exc:
         raise HttpFailure(413, exc.message) from None
+    except RequestTimeout as exc:
+        raise HttpFailure(408, exc.message, [("connection", "close")]) from None
     except HttpInvalidRequest as exc:
         raise HttpFailure(400, exc.message) from None
+    try:
+        check_json_bytes(body)
+    except HttpInvalidRequest as exc:
+        raise rpc.ParseError(f"Parse error: {exc.message}") from None
+    return body
 
 
 def _respond(proto: Any, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
