@@ -142,6 +142,7 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     cost_usd: float | None
     response_body: bytes  # the JSON response (non-streamed)
     response_sse: bytes  # the SSE events as sent (streamed)
+    teams: tuple[str, ...] = ()  # the caller's teams (the trace store filters and groups by them)
 
     @property
     def span_count(self) -> int:
