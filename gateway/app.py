@@ -19,6 +19,7 @@ import os
 import signal
 from typing import Any
 
+from exporter.store.embed import embedded_store, rsgi_respond
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
 from gateway.metrics import Metrics
@@ -47,6 +48,7 @@ class GatewayApp:
         self.reloader: ConfigReloader | None = None
         self.telemetry: Telemetry | None = None
         self.metrics: Metrics | None = None
+        self.store_web: Any = None  # /api/v1 and /ui (exporter.store)
         self.draining = False
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -61,6 +63,8 @@ class GatewayApp:
         self.telemetry = Telemetry.from_config(
             config.tracing, config.exporter, metadata_label_keys=tuple(config.metrics.metadata_label_keys)
         )
+        # Before the pipeline starts: the store is one more destination of it.
+        self.store_web = embedded_store(config, self.telemetry, self._authenticate, self._open_access)
         self.telemetry.start_on(loop)
         # One catalog per process, kept across reloads: Prometheus metrics are process-wide.
         metrics = self.metrics = Metrics(config.metrics)
@@ -84,6 +88,13 @@ class GatewayApp:
             loop.add_signal_handler(signal.SIGHUP, self.reloader.reload_file)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
             pass
+
+    def _authenticate(self, headers_get: Any) -> Any:
+        assert self.runtime is not None
+        return self.runtime.access.authenticate(headers_get)  # the current config's keys
+
+    def _open_access(self) -> bool:
+        return self.runtime is not None and self.runtime.open_access
 
     def swap_runtime(self, config: GatewayConfig) -> None:
         """Build a runtime for ``config`` and make it current; the old one closes after the drain timeout."""
@@ -168,6 +179,9 @@ class GatewayApp:
                 respond_json(proto, 503, b'{"status":"draining"}')
             else:
                 respond_json(proto, 200, b'{"status":"ready"}')
+            return
+        if path.startswith(("/api/v1/", "/ui")) and self.store_web is not None:
+            await rsgi_respond(self.store_web, scope, proto)
             return
         self._error(proto, NotFound(f"no route for {method} {path}", code="unknown_url"), [])
 

@@ -22,6 +22,7 @@ import msgspec
 import yaml
 
 from exporter.config import ExporterConfig
+from exporter.store.config import StoreConfig, UiConfig
 from gateway.access.config import AccessRule, AuthConfig, RateLimitRule
 from gateway.routing.config import VirtualModelConfig
 from gateway.telemetry.wire import TracingConfig, substitute_env
@@ -114,6 +115,8 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     metrics: MetricsConfig = MetricsConfig()
     cluster: ClusterConfig | None = None
     reload: ReloadConfig = ReloadConfig()
+    store: StoreConfig = StoreConfig()
+    ui: UiConfig = UiConfig()
 
     def provider_names(self) -> set[str]:
         return {p.name for p in self.providers}
@@ -243,10 +246,11 @@ def _check_metrics(cfg: GatewayConfig) -> Iterator[str]:
 def _semantic_checks() -> list[SemanticCheck]:
     # Imported here: each capability owns the checks of its own section.
     from exporter.config import check_exporter
+    from exporter.store.config import check_store
     from gateway.access.config import check_access
     from gateway.routing.config import check_routing
 
-    return [_check_core, check_access, check_routing, check_exporter, _check_metrics]
+    return [_check_core, check_access, check_routing, check_exporter, _check_metrics, check_store]
 
 
 # --- entry points --------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ class DuckDBBackend:
                 ).fetchall()
                 if old:
                     for table in ("requests", "spans"):
-                        cur.execute(f"DELETE FROM {table} WHERE day < CAST($d AS DATE)", {"d": cutoff})  # noqa: S608
+                        cur.execute(f"DELETE FROM {table} WHERE day < CAST($d AS DATE)", {"d": cutoff})
                     dropped.extend(r[0] for r in old)
                     cur.execute("CHECKPOINT")
                 if max_bytes:
@@ -144,7 +144,7 @@ class DuckDBBackend:
                     if len(days) < 2:
                         break  # never drop today's data to satisfy the cap
                     for table in ("requests", "spans"):
-                        cur.execute(f"DELETE FROM {table} WHERE day <= CAST($d AS DATE)", {"d": days[0][0]})  # noqa: S608
+                        cur.execute(f"DELETE FROM {table} WHERE day <= CAST($d AS DATE)", {"d": days[0][0]})
                     cur.execute("CHECKPOINT")
                     dropped.append(days[0][0])
             finally:

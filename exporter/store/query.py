@@ -91,7 +91,9 @@ def parse_time(value: str, param: str, now: float | None = None) -> int:
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise BadParam(param, "expected an ISO 8601 time, epoch seconds or a duration like 15m, 24h, 7d") from None
+        raise BadParam(
+            param, "expected an ISO 8601 time, epoch seconds or a duration like 15m, 24h, 7d"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return int(parsed.timestamp() * 1_000_000)

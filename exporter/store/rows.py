@@ -142,8 +142,10 @@ def _json_attrs(attrs: dict[str, Any], exclude: bool) -> str:
 
 
 def _is_model_call(span: Span) -> bool:
-    return span.kind != SPAN_KIND_SERVER and "gen_ai.operation.name" in span.attributes and (
-        span.attributes.get("gen_ai.operation.name") != "execute_tool"
+    return (
+        span.kind != SPAN_KIND_SERVER
+        and "gen_ai.operation.name" in span.attributes
+        and (span.attributes.get("gen_ai.operation.name") != "execute_tool")
     )
 
 
@@ -192,11 +194,17 @@ def request_row(root: Span, spans: list[Span], exclude: bool) -> RequestRow:
             256,
         ),
         target=_text(
-            _first(a, "tfy.data_routing.destination") or _first(last_call, "tfy.data_routing.destination") or "",
+            _first(a, "tfy.data_routing.destination")
+            or _first(last_call, "tfy.data_routing.destination")
+            or "",
             256,
         ),
-        provider=_text(_first(a, "tfy.provider.name", "gen_ai.provider.name") or _first(
-            last_call, "gen_ai.provider.name") or "", 64),
+        provider=_text(
+            _first(a, "tfy.provider.name", "gen_ai.provider.name")
+            or _first(last_call, "gen_ai.provider.name")
+            or "",
+            64,
+        ),
         subject=_text(_first(a, "tfy.request.created_by_subject") or "", 256),
         teams=[str(t) for t in teams] if isinstance(teams, list | tuple) else [str(teams)],
         metadata=_text(metadata, 4096) if isinstance(metadata, str) else _encoder.encode(metadata).decode(),

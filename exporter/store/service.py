@@ -35,8 +35,10 @@ RETENTION_EVERY_S: Final = 600.0
 
 def _iso(ts_us: int) -> str:
     return (
-        dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(ts_us))
-    ).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(ts_us)))
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def _clean(value: Any) -> Any:
@@ -89,12 +91,16 @@ class TraceStore:
 
     def _retention(self) -> None:
         try:
-            dropped = self.backend.enforce_retention(self.cfg.retention_days, self.cfg.max_size_mb * 1024 * 1024)
+            dropped = self.backend.enforce_retention(
+                self.cfg.retention_days, self.cfg.max_size_mb * 1024 * 1024
+            )
         except Exception as exc:  # retention failing must not stop ingest
             self._logs.warning("store:retention", "store: retention failed: %r", exc)
             return
         if dropped:
-            log.info("store: dropped days %s (retention %d days)", ", ".join(dropped), self.cfg.retention_days)
+            log.info(
+                "store: dropped days %s (retention %d days)", ", ".join(dropped), self.cfg.retention_days
+            )
 
     async def export(self, batch: SpanBatch) -> ExportResult:
         """Insert one batch (on the writer thread); never raises."""
@@ -161,6 +167,7 @@ class TraceStore:
         series_sql = self._query(sql, params)
         sql, params = self.sql.stats(q, viewer, bucketed=False)
         totals, series = await asyncio.gather(self._query(sql, params), series_sql)
+
         def shape(r: dict[str, Any], bucketed: bool) -> dict[str, Any]:
             out = {k: _clean(v) for k, v in r.items() if k not in ("bucket", "grp")}
             if bucketed:
