@@ -22,7 +22,9 @@ _db_counter = iter(range(10_000))
 
 
 @pytest.fixture(params=["duckdb", "chdb"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path, chdb_client: ChdbClient) -> Iterator[StoreBackend]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, chdb_client: ChdbClient
+) -> Iterator[StoreBackend]:
     b: StoreBackend
     if request.param == "duckdb":
         b = DuckDBBackend(str(tmp_path / "traces.duckdb"))
