@@ -11,6 +11,8 @@ store:
   max_size_mb: 10240             # beyond it the oldest days are dropped (0: no cap)
   exclude_request_data: false    # store no bodies, messages or error text
   queue_size: 64                 # span batches waiting for the store; beyond it they are dropped
+  flush_spans: 4096              # rows are inserted in blocks of this many spans...
+  flush_interval_ms: 500         # ...or at least this often (what /ui lags behind, at most)
   listen: 127.0.0.1:8001         # gateway-exporter only: where it serves /api/v1 and /ui
 ui:
   admins: [user:alice, team:platform]   # see every trace; everyone else sees their own
@@ -39,6 +41,9 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     max_size_mb: int = 0
     exclude_request_data: bool = False
     queue_size: int = 64
+    # Rows are written in blocks: one insert per this many spans, or per interval when quieter.
+    flush_spans: int = 4096
+    flush_interval_ms: int = 500
     query_timeout_s: float = 10.0  # every API query is cancelled after this long
     listen: str = "127.0.0.1:8001"  # gateway-exporter (NATS mode) serves /api/v1 and /ui here
 
@@ -59,6 +64,10 @@ def check_store(cfg: Any) -> Iterator[str]:
         yield "store.max_size_mb: must be >= 0 (0: no cap)"
     if s.queue_size < 1:
         yield "store.queue_size: must be >= 1"
+    if s.flush_spans < 1:
+        yield "store.flush_spans: must be >= 1"
+    if s.flush_interval_ms < 10:
+        yield "store.flush_interval_ms: must be >= 10"
     if s.query_timeout_s <= 0:
         yield "store.query_timeout_s: must be > 0"
     if s.engine == "duckdb" and not s.path:

@@ -42,6 +42,10 @@ CONTENT_ATTRIBUTES: Final = REQUEST_DATA_ATTRIBUTES | {
     "mcp.response.result",
 }
 
+# Kept in the request row's input/output columns only, never twice; the API puts them back on the root.
+BODY_ATTRIBUTES: Final = frozenset({"tfy.input", "tfy.output", "tfy.output.sse"})
+_BINARY_ATTRIBUTES: Final = BODY_ATTRIBUTES  # where bytes values come from (see wire.py)
+
 _EPOCH: Final = dt.date(1970, 1, 1)
 _MAX_CONTENT_CHARS: Final = 256 * 1024  # one request's stored input/output, each
 
@@ -131,9 +135,12 @@ def _float(value: Any) -> float | None:
 
 
 def _json_attrs(attrs: dict[str, Any], exclude: bool) -> str:
+    drop = CONTENT_ATTRIBUTES if exclude else BODY_ATTRIBUTES
+    if drop.isdisjoint(attrs) and not any(isinstance(v, bytes) for v in attrs.values()):
+        return _encoder.encode(attrs).decode()  # the common case: internal and client spans
     clean: dict[str, Any] = {}
     for key, value in attrs.items():
-        if exclude and key in CONTENT_ATTRIBUTES:
+        if key in drop:
             continue
         if isinstance(value, bytes | bytearray | memoryview):
             value = _text(value)

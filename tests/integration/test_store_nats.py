@@ -49,7 +49,9 @@ def test_exporter_serves_the_store_over_clickhouse(nats_server: str, mock: Proc,
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
         total = 0
         for i in range(3):
-            r = client.chat.completions.create(model="mock/gpt-4o", messages=[{"role": "user", "content": f"n{i}"}])
+            r = client.chat.completions.create(
+                model="mock/gpt-4o", messages=[{"role": "user", "content": f"n{i}"}]
+            )
             total += r.usage.total_tokens
         openai.OpenAI(base_url=gw.url + "/v1", api_key=OTHER, max_retries=0).chat.completions.create(
             model="mock/gpt-4o", messages=[{"role": "user", "content": "dave"}]
@@ -65,7 +67,9 @@ def test_exporter_serves_the_store_over_clickhouse(nats_server: str, mock: Proc,
         assert me["engine"] == "clickhouse" and me["admin"] is True
         dave = httpx.get(base + "/api/v1/traces", headers={"x-api-key": OTHER}, timeout=5).json()["data"]
         assert [r["subject"] for r in dave] == ["user:dave"]
-        stats = httpx.get(base + "/api/v1/stats", params={"subject": "user:alice"}, headers=auth, timeout=5).json()
+        stats = httpx.get(
+            base + "/api/v1/stats", params={"subject": "user:alice"}, headers=auth, timeout=5
+        ).json()
         assert stats["totals"][0]["input_tokens"] + stats["totals"][0]["output_tokens"] == total
         tid = listed()[-1]["trace_id"]
         detail = httpx.get(f"{base}/api/v1/traces/{tid}", headers=auth, timeout=5).json()

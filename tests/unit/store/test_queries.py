@@ -50,6 +50,7 @@ async def fill(store: TraceStore, records: list[TraceRecord]) -> None:
     enrich_batch(batch)
     result = await store.export(batch)
     assert result.ok, result
+    await store.flush()
 
 
 def traces(store: TraceStore, viewer: str | None = None, **params: str) -> dict[str, Any]:
