@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import tempfile
 import threading
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -67,7 +66,9 @@ class DuckDBBackend:
         os.makedirs(directory, exist_ok=True)
         self._con = duckdb.connect(path)
         self._write_lock = threading.Lock()
-        self._scratch = tempfile.mkdtemp(prefix="store-ingest-", dir=directory)
+        # Ours alone: DuckDB's file lock, taken by connect() above, admits one owning process.
+        self._scratch = os.path.abspath(path) + ".ingest"
+        os.makedirs(self._scratch, exist_ok=True)
         for stmt in self.sql.ddl():
             self._con.execute(stmt)
         self._insert = {
