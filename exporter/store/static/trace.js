@@ -13,9 +13,10 @@ function flatten(nodes, depth = 0, out = []) {
   return out;
 }
 
+const MODEL_OPERATIONS = new Set(["chat", "text_completion", "embeddings", "generate_content"]);
+
 function isModelCall(s) {
-  const a = s.attributes || {};
-  return s.kind !== 2 && a["gen_ai.operation.name"] && a["gen_ai.operation.name"] !== "execute_tool";
+  return s.kind !== 2 && MODEL_OPERATIONS.has((s.attributes || {})["gen_ai.operation.name"]);
 }
 
 function isToolSpan(s) {
@@ -147,7 +148,7 @@ function waterfall(flat, onSelect) {
       h("div", { class: "wf-name", style: { "padding-left": 8 + depth * 16 + "px" } },
         h("span", { class: "kind " + kind }, kind), span.name),
       h("div", { class: "wf-track" },
-        h("div", { class: "bar " + kind + (failed ? " failed" : ""), style: { left: left + "%", width: width + "%" } }),
+        h("div", { class: "bar " + kind + (isToolSpan(span) ? " tool" : "") + (failed ? " failed" : ""), style: { left: left + "%", width: width + "%" } }),
         // The duration sits after the bar, or before it when the bar reaches the right edge.
         left + width > 85
           ? h("span", { class: "wf-dur before", style: { right: 100 - left + "%" } }, ms(span.duration_us / 1000))
