@@ -8,7 +8,6 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from time import time_ns
 from typing import Any
 
