@@ -301,6 +301,9 @@ class StoreWeb:
         # A JSON body cannot be sent cross-site without a CORS preflight we never grant.
         if not (headers_get("content-type") or "").startswith("application/json"):
             raise InvalidRequest("content-type: expected application/json", param="content-type")
+        declared = headers_get("content-length") or "0"
+        if not declared.isdigit() or int(declared) > MAX_SIGNIN_BYTES:  # refuse before reading
+            raise PayloadTooLarge(f"sign-in body larger than {MAX_SIGNIN_BYTES} bytes")
         body = await read_body()
         if len(body) > MAX_SIGNIN_BYTES:
             raise PayloadTooLarge(f"sign-in body larger than {MAX_SIGNIN_BYTES} bytes")

@@ -308,3 +308,27 @@ def test_ui_static_files_and_headers(gw: Proc) -> None:
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     assert httpx.get(gw.url + "/ui/../gateway.yaml", timeout=10).status_code == 404
     assert httpx.post(gw.url + "/ui", timeout=10).status_code == 405
+
+
+def test_several_workers_without_nats_explain_where_the_store_is(mock: Proc, tmp_path: Path) -> None:
+    gw = start_gateway({"providers": [provider("mock", mock.url, ["gpt-4o"])]}, tmp_path, workers=2)
+    try:
+        me = api(gw, "/api/v1/me", key=None).json()
+        assert me["store"] is False and "--workers" in me["store_reason"]
+        r = api(gw, "/api/v1/traces", key=None)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+        assert httpx.get(gw.url + "/ui", timeout=10).status_code == 200
+        client(gw, "unused").chat.completions.create(model="mock/gpt-4o", messages=[{"role": "user", "content": "x"}])
+    finally:
+        gw.stop()
+    assert not list(tmp_path.glob("traces-*.duckdb"))  # no worker opened the file
+
+
+def test_oversized_sign_in_is_refused(gw: Proc) -> None:
+    r = httpx.post(
+        gw.url + "/api/v1/session",
+        content=b'{"credential": "' + b"x" * 20000 + b'"}',
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 413
