@@ -195,7 +195,7 @@ def request_row(root: Span, spans: list[Span], exclude: bool) -> RequestRow:
         trace_id=root.trace_id.hex(),
         span_type=_text(_first(a, "tfy.span_type") or "", 64),
         model=_text(
-            _first(a, "tfy.request.model", "tfy.model.requested", "gen_ai.request.model")
+            _first(a, "tfy.request.model", "gen_ai.request.model", "tfy.mcp.server")
             or _first(last_call, "gen_ai.request.model")
             or "",
             256,
@@ -207,7 +207,7 @@ def request_row(root: Span, spans: list[Span], exclude: bool) -> RequestRow:
             256,
         ),
         provider=_text(
-            _first(a, "tfy.provider.name", "gen_ai.provider.name")
+            _first(a, "tfy.data_routing.provider", "gen_ai.provider.name")
             or _first(last_call, "gen_ai.provider.name")
             or "",
             64,

@@ -69,7 +69,7 @@ def agent_spans() -> list[Span]:
         }),
         Span(TRACE, sid(5), sid(3), "execute_tool get_weather", SPAN_KIND_CLIENT, t + 310 * ms, t + 500 * ms, 0, "", {
             "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "get_weather", "mcp.method.name": "tools/call",
-            "mcp.server.name": "weather", "gen_ai.tool.call.id": "call_7",
+            "tfy.mcp.server": "weather", "gen_ai.tool.call.id": "call_7",
             "gen_ai.tool.call.arguments": j({"city": "Paris"}), "gen_ai.tool.call.result": j({"temp_c": 18}),
         }),
         Span(TRACE, sid(6), sid(3), "chat gpt-4o", SPAN_KIND_CLIENT, t + 510 * ms, t + 880 * ms, 0, "", {

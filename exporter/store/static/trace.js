@@ -97,11 +97,12 @@ function bubble(message) {
 
 function toolCard(s) {
   const a = s.attributes || {};
-  const name = a["gen_ai.tool.name"] || a["mcp.tool.name"] || s.name;
+  const name = a["gen_ai.tool.name"] || a["tfy.mcp.tool"] || s.name;
+  const server = a["tfy.mcp.server"] || a["mcp.server.name"];
   const args = a["gen_ai.tool.call.arguments"] ?? a["mcp.request.params"];
   const result = a["gen_ai.tool.call.result"] ?? a["mcp.response.result"];
   return h("div", { class: "msg tool" + (s.status_code === 2 ? " failed" : "") },
-    h("div", { class: "role" }, "tool · ", h("strong", {}, name), a["mcp.server.name"] ? h("small", {}, " on " + a["mcp.server.name"]) : null,
+    h("div", { class: "role" }, "tool · ", h("strong", {}, name), server ? h("small", {}, " on " + server) : null,
       h("small", {}, " · " + ms(s.duration_us / 1000))),
     args !== undefined ? h("div", { class: "part tool-call" }, h("div", { class: "tool-head" }, "arguments"), h("pre", {}, pretty(args))) : null,
     result !== undefined ? h("div", { class: "part tool-result" }, h("div", { class: "tool-head" }, "result"), h("pre", {}, pretty(result))) : null,
