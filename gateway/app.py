@@ -64,7 +64,9 @@ class GatewayApp:
             config.tracing, config.exporter, metadata_label_keys=tuple(config.metrics.metadata_label_keys)
         )
         # Before the pipeline starts: the store is one more destination of it.
-        self.store_web = embedded_store(config, self.telemetry, self._authenticate, self._open_access)
+        self.store_web = embedded_store(
+            config, self.telemetry, self._authenticate, self._open_access, lambda: self.runtime
+        )
         self.telemetry.start_on(loop)
         # One catalog per process, kept across reloads: Prometheus metrics are process-wide.
         metrics = self.metrics = Metrics(config.metrics)

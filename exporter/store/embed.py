@@ -72,9 +72,16 @@ def open_store(cfg: StoreConfig) -> tuple[TraceStore | None, str]:
 
 
 def embedded_store(
-    config: Any, telemetry: Any, authenticate: Callable[..., Principal], open_access: Callable[[], bool]
+    config: Any,
+    telemetry: Any,
+    authenticate: Callable[..., Principal],
+    open_access: Callable[[], bool],
+    current: Callable[[], Any] | None = None,
 ) -> StoreWeb:
-    """The gateway worker's store and web layer (see the module docstring for who owns it)."""
+    """The gateway worker's store and web layer (see the module docstring for who owns it).
+
+    ``current`` returns the live runtime (``config``, ``access``): a config reload then changes
+    ``ui.admins`` and ends sessions opened under the old credentials."""
     store_cfg: StoreConfig = config.store
     store: TraceStore | None = None
     if not config.tracing.enabled:
@@ -96,7 +103,16 @@ def embedded_store(
             store, reason = open_store(store_cfg)
             if store is not None:
                 attach_to_pipeline(pipeline, store)
-    return StoreWeb(store, config.ui, authenticate, open_access, reason)
+    if current is None:
+        return StoreWeb(store, config.ui, authenticate, open_access, reason)
+    return StoreWeb(
+        store,
+        lambda: current().config.ui,
+        authenticate,
+        open_access,
+        reason,
+        auth_generation=lambda: current().access.authenticator,
+    )
 
 
 async def rsgi_respond(web: StoreWeb, scope: Any, proto: Any) -> None:

@@ -100,24 +100,24 @@ class QueryTooSlow(GatewayError):
 
 
 class _Sessions:
-    """Session id → (principal, expiry); bounded, oldest evicted first."""
+    """Session id → (principal, expiry, credentials generation); bounded, oldest evicted first."""
 
     def __init__(self, ttl_s: int) -> None:
         self.ttl_s = ttl_s
-        self._items: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[Principal, float, object]] = OrderedDict()
 
-    def create(self, principal: Principal) -> str:
+    def create(self, principal: Principal, generation: object) -> str:
         sid = secrets.token_urlsafe(32)
-        self._items[sid] = (principal, time.monotonic() + self.ttl_s)
+        self._items[sid] = (principal, time.monotonic() + self.ttl_s, generation)
         while len(self._items) > MAX_SESSIONS:
             self._items.popitem(last=False)
         return sid
 
-    def get(self, sid: str) -> Principal | None:
+    def get(self, sid: str, generation: object) -> Principal | None:
         item = self._items.get(sid)
         if item is None:
             return None
-        if item[1] < time.monotonic():
+        if item[1] < time.monotonic() or item[2] is not generation:
             del self._items[sid]
             return None
         return item[0]
@@ -140,18 +140,24 @@ class StoreWeb:
     def __init__(
         self,
         store: TraceStore | None,
-        ui: UiConfig,
+        ui: UiConfig | Callable[[], UiConfig],
         authenticate: Authenticate,
         open_access: Callable[[], bool],
         unavailable: str = "",
+        auth_generation: Callable[[], object] = lambda: None,
     ) -> None:
-        """``store`` None: every API call answers 503 with ``unavailable`` as the reason."""
+        """``store`` None: every API call answers 503 with ``unavailable`` as the reason.
+
+        ``ui`` may be a callable returning the current section (config reloads change admins);
+        ``auth_generation`` returns an object that changes when credentials are reloaded: a
+        session opened under older credentials is no longer valid (a revoked key signs out)."""
         self.store = store
-        self.admins = frozenset(ui.admins)
+        self._ui_cfg: Callable[[], UiConfig] = ui if callable(ui) else (lambda: ui)
         self._authenticate = authenticate
         self._open_access = open_access
         self._unavailable = unavailable or "the trace store is not available in this process"
-        self.sessions = _Sessions(ui.session_ttl_s)
+        self._generation = auth_generation
+        self.sessions = _Sessions(self._ui_cfg().session_ttl_s)
         self._static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()} if STATIC_DIR.is_dir() else {}
 
     # --- who is asking ------------------------------------------------------------------------
@@ -162,13 +168,13 @@ class StoreWeb:
         if headers_get("authorization") or headers_get("x-api-key"):
             return self._authenticate(headers_get)
         sid = _cookie_value(headers_get("cookie"))
-        principal = self.sessions.get(sid) if sid else None
+        principal = self.sessions.get(sid, self._generation()) if sid else None
         if principal is None:
             raise AuthenticationFailed("sign in: no valid session", code="login_required")
         return principal
 
     def _is_admin(self, principal: Principal) -> bool:
-        return self._open_access() or bool(principal.matches & self.admins)
+        return self._open_access() or not principal.matches.isdisjoint(self._ui_cfg().admins)
 
     def _viewer(self, principal: Principal) -> str | None:
         return None if self._is_admin(principal) else principal.subject
@@ -317,7 +323,7 @@ class StoreWeb:
             return self._json(200, self._me(ANONYMOUS))
         bearer = f"Bearer {credential}"
         principal = self._authenticate(lambda name: bearer if name == "authorization" else None)
-        sid = self.sessions.create(principal)
+        sid = self.sessions.create(principal, self._generation())
         cookie = self._cookie(sid, self.sessions.ttl_s, secure)
         return self._json(200, self._me(principal), [("set-cookie", cookie)])
 

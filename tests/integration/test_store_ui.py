@@ -332,3 +332,30 @@ def test_oversized_sign_in_is_refused(gw: Proc) -> None:
         timeout=10,
     )
     assert r.status_code == 413
+
+
+def test_config_reload_changes_admins_and_ends_old_sessions(mock: Proc, tmp_path: Path) -> None:
+    import time
+
+    import yaml
+
+    config = {
+        "providers": [provider("mock", mock.url, ["gpt-4o"])],
+        "auth": {"api_keys": [{"subject": "user:bob", "key_sha256": sha(BOB)}]},
+        "reload": {"poll_interval_s": 0.2},
+    }
+    gw = start_gateway(config, tmp_path)
+    try:
+        r = httpx.post(gw.url + "/api/v1/session", json={"credential": BOB}, timeout=10)
+        cookie = {"cookie": r.headers["set-cookie"].split(";", 1)[0]}
+        assert httpx.get(gw.url + "/api/v1/me", headers=cookie, timeout=10).json()["admin"] is False
+        on_disk = yaml.safe_load(gw.log_path.with_suffix(".yaml").read_text())
+        gw.log_path.with_suffix(".yaml").write_text(yaml.safe_dump({**on_disk, "ui": {"admins": ["user:bob"]}}))
+        deadline = time.monotonic() + 15
+        while not api(gw, "/api/v1/me", key=BOB).json()["admin"]:
+            assert time.monotonic() < deadline, "the reload never made bob an admin"
+            time.sleep(0.1)
+        # a session from before the reload is over: sign in again under the new credentials
+        assert httpx.get(gw.url + "/api/v1/me", headers=cookie, timeout=10).status_code == 401
+    finally:
+        gw.stop()
