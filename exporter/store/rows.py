@@ -93,7 +93,7 @@ class SpanRow(msgspec.Struct, gc=False):
     duration_us: int
     status_code: int
     status_message: str
-    attributes: str  # JSON object
+    attributes: dict[str, Any]  # written as a JSON object, stored and read back as JSON text
 
 
 REQUEST_COLUMNS: Final = tuple(RequestRow.__struct_fields__)
@@ -134,26 +134,28 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _json_attrs(attrs: dict[str, Any], exclude: bool) -> str:
+def _attrs_value(attrs: dict[str, Any], exclude: bool) -> dict[str, Any]:
+    """The attributes as stored: a JSON object inside the row (the engines keep it as text), so
+    the row is encoded once rather than holding a JSON string escaped inside JSON."""
     drop = CONTENT_ATTRIBUTES if exclude else BODY_ATTRIBUTES
     if drop.isdisjoint(attrs) and not any(isinstance(v, bytes) for v in attrs.values()):
-        return _encoder.encode(attrs).decode()  # the common case: internal and client spans
+        return attrs  # the common case: internal and client spans
     clean: dict[str, Any] = {}
     for key, value in attrs.items():
         if key in drop:
             continue
         if isinstance(value, bytes | bytearray | memoryview):
-            value = _text(value)
+            value = _text(value)  # msgspec would write bytes as base64
         clean[key] = value
-    return _encoder.encode(clean).decode()
+    return clean
+
+
+MODEL_OPERATIONS: Final = frozenset({"chat", "text_completion", "embeddings", "generate_content"})
 
 
 def _is_model_call(span: Span) -> bool:
-    return (
-        span.kind != SPAN_KIND_SERVER
-        and "gen_ai.operation.name" in span.attributes
-        and (span.attributes.get("gen_ai.operation.name") != "execute_tool")
-    )
+    # invoke_agent and execute_tool spans carry gen_ai.operation.name too, but call no model.
+    return span.kind != SPAN_KIND_SERVER and span.attributes.get("gen_ai.operation.name") in MODEL_OPERATIONS
 
 
 def _is_tool_call(span: Span) -> bool:
@@ -268,7 +270,7 @@ def span_row(span: Span, exclude: bool) -> SpanRow:
         duration_us=max(0, (span.end_ns - span.start_ns) // 1000),
         status_code=span.status_code,
         status_message="" if exclude else _text(span.status_message, 4096),
-        attributes=_json_attrs(span.attributes, exclude),
+        attributes=_attrs_value(span.attributes, exclude),
     )
 
 

@@ -198,7 +198,9 @@ class Sql:
     def duckdb_json_columns(self, table: str) -> str:
         """The ``columns`` struct of DuckDB's ``read_json`` for ``table``."""
         schema = REQUEST_SCHEMA if table == "requests" else SPAN_SCHEMA
-        return "{" + ", ".join(f"'{n}': '{t}'" for n, t, _ in schema) + "}"
+        # attributes arrive as a JSON object and are kept as its text (the VARCHAR column)
+        types = {n: ("JSON" if n == "attributes" else t) for n, t, _ in schema}
+        return "{" + ", ".join(f"'{n}': '{t}'" for n, t in types.items()) + "}"
 
     # --- filters ------------------------------------------------------------------------------
 

@@ -96,6 +96,10 @@ def test_tool_spans_counted_and_agent_spans_not_model_calls() -> None:
     )
     (row,), _ = build_rows(s)
     assert row.tool_calls == 2 and row.input_tokens == 5
+    (model_only,), _ = build_rows(
+        spans({**BASE}, [{"gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": "x"}])
+    )
+    assert model_only.model == ""  # an agent span is not a model call
 
 
 def test_bodies_stored_once_and_excluded_on_request() -> None:
@@ -104,6 +108,6 @@ def test_bodies_stored_once_and_excluded_on_request() -> None:
     )
     (row,), (root,) = build_rows(s)
     assert row.input == '{"a":1}' and row.preview == "hi"
-    assert '"tfy.input":' not in root.attributes and "tfy.input_short_hand" in root.attributes
+    assert "tfy.input" not in root.attributes and "tfy.input_short_hand" in root.attributes
     (row,), (root,) = build_rows(s, exclude=True)
     assert row.input == row.output == row.preview == "" and "tfy.input_short_hand" not in root.attributes
