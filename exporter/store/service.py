@@ -205,7 +205,7 @@ class TraceStore:
         if not found:
             return None
         request = present(found[0])
-        sql, params = self.sql.trace_spans(trace_id, found[0]["ts"])
+        sql, params = self.sql.trace_spans(trace_id, found[0]["ts"], found[0]["latency_ms"] or 0.0)
         spans = [present(s) for s in await self._query(sql, params)]
         tree = span_tree(spans)
         # The bodies are stored once, in the request row; the root span shows them as recorded.

@@ -101,7 +101,7 @@ class Dialect:
         return f"(ts // {p_step}) * {p_step}"
 
     def quantile(self, column: str, q: float) -> str:
-        return f"quantile_cont({column}, {q})"
+        return f"approx_quantile({column}, {q})"  # t-digest, like ClickHouse's quantile: no full sort
 
     def teams_unnested(self) -> str:
         return "unnest(CASE WHEN len(teams) = 0 THEN [''] ELSE teams END)"
@@ -276,15 +276,19 @@ class Sql:
         sql = f"SELECT {cols} FROM {self.requests}{self._where_sql(conds)} LIMIT 1"
         return sql + self.d.settings(self.timeout_s), params
 
-    def trace_spans(self, trace_id: str, ts_us: int) -> tuple[str, dict[str, Any]]:
-        """Every span of one trace; ``ts_us`` (the request's start) narrows the days scanned."""
+    def trace_spans(self, trace_id: str, ts_us: int, latency_ms: float) -> tuple[str, dict[str, Any]]:
+        """Every span of one trace. Its spans start within the root's lifetime (``ts_us`` plus
+        ``latency_ms``), which narrows the days and, with rows arriving in time order, the row
+        groups scanned."""
         params: dict[str, Any] = {}
         p = self.d.param
+        end = ts_us + int(latency_ms * 1000) + 1_000_000
         cols = ", ".join(n for n, _, _ in SPAN_SCHEMA if n != "day")
         sql = (
             f"SELECT {cols} FROM {self.spans} WHERE trace_id = {p(params, trace_id, 'String')} "
-            f"AND day >= {p(params, _day(ts_us - 86_400_000_000), 'Date')} "
-            f"AND day <= {p(params, _day(ts_us + 86_400_000_000), 'Date')} ORDER BY ts LIMIT 10000"
+            f"AND day >= {p(params, _day(ts_us), 'Date')} AND day <= {p(params, _day(end), 'Date')} "
+            f"AND ts >= {p(params, ts_us, 'Int64')} AND ts <= {p(params, end, 'Int64')} "
+            "ORDER BY ts LIMIT 10000"
         )
         return sql + self.d.settings(self.timeout_s), params
 
