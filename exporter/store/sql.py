@@ -41,8 +41,8 @@ REQUEST_SCHEMA: Final = (
     ("tool_calls", "INTEGER", "UInt32"),
     ("span_count", "INTEGER", "UInt32"),
     ("preview", "VARCHAR", "String"),
-    ("input", "VARCHAR", "String CODEC(ZSTD(3))"),
-    ("output", "VARCHAR", "String CODEC(ZSTD(3))"),
+    ("input", "VARCHAR USING COMPRESSION zstd", "String CODEC(ZSTD(3))"),
+    ("output", "VARCHAR USING COMPRESSION zstd", "String CODEC(ZSTD(3))"),
 )
 SPAN_SCHEMA: Final = (
     ("day", "DATE", "Date"),
@@ -55,7 +55,7 @@ SPAN_SCHEMA: Final = (
     ("duration_us", "BIGINT", "Int64"),
     ("status_code", "TINYINT", "UInt8"),
     ("status_message", "VARCHAR", "String"),
-    ("attributes", "VARCHAR", "String CODEC(ZSTD(3))"),
+    ("attributes", "VARCHAR USING COMPRESSION zstd", "String CODEC(ZSTD(3))"),
 )
 
 # What the request log shows (no bodies); the trace page adds input and output.
@@ -199,7 +199,7 @@ class Sql:
         """The ``columns`` struct of DuckDB's ``read_json`` for ``table``."""
         schema = REQUEST_SCHEMA if table == "requests" else SPAN_SCHEMA
         # attributes arrive as a JSON object and are kept as its text (the VARCHAR column)
-        types = {n: ("JSON" if n == "attributes" else t) for n, t, _ in schema}
+        types = {n: ("JSON" if n == "attributes" else t.split(" USING ")[0]) for n, t, _ in schema}
         return "{" + ", ".join(f"'{n}': '{t}'" for n, t in types.items()) + "}"
 
     # --- filters ------------------------------------------------------------------------------
