@@ -224,7 +224,11 @@ class TraceStore:
         totals, series = await asyncio.gather(self._query(sql, params), series_sql)
 
         def shape(r: dict[str, Any], bucketed: bool) -> dict[str, Any]:
-            out = {k: _clean(v) for k, v in r.items() if k not in ("bucket", "grp")}
+            out = {k: _clean(v) for k, v in r.items() if k not in ("bucket", "grp", "latency_q", "ttft_q")}
+            for name in ("latency", "ttft"):
+                qs = r.get(f"{name}_q") or (None, None, None)
+                for label, value in zip(("p50", "p95", "p99"), qs, strict=False):
+                    out[f"{name}_{label}"] = _clean(value)
             if bucketed:
                 out["time"] = _iso(r["bucket"])
             if q.group_by:
