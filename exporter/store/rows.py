@@ -171,8 +171,18 @@ def _usage(root: Span, calls: list[Span], key: str, *aliases: str) -> int:
     return sum(_int(s.attributes.get(key)) for s in calls)
 
 
+_DAY_US: Final = 86_400_000_000
+_days: dict[int, str] = {}
+
+
 def _day(ts_us: int) -> str:
-    return (_EPOCH + dt.timedelta(microseconds=ts_us)).isoformat()
+    n = ts_us // _DAY_US
+    day = _days.get(n)
+    if day is None:  # a handful of distinct days per process lifetime: memoised
+        if len(_days) > 4096:
+            _days.clear()
+        day = _days[n] = (_EPOCH + dt.timedelta(days=n)).isoformat()
+    return day
 
 
 def request_row(root: Span, spans: list[Span], exclude: bool) -> RequestRow:
