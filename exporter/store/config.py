@@ -11,7 +11,7 @@ store:
   max_size_mb: 10240             # beyond it the oldest days are dropped (0: no cap)
   exclude_request_data: false    # store no bodies, messages or error text
   queue_size: 64                 # span batches waiting for the store; beyond it they are dropped
-  flush_spans: 4096              # rows are inserted in blocks of this many spans...
+  flush_spans: 16384            # rows are inserted in blocks of this many spans...
   flush_interval_ms: 500         # ...or at least this often (what /ui lags behind, at most)
   listen: 127.0.0.1:8001         # gateway-exporter only: where it serves /api/v1 and /ui
 ui:
@@ -42,7 +42,7 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     exclude_request_data: bool = False
     queue_size: int = 64
     # Rows are written in blocks: one insert per this many spans, or per interval when quieter.
-    flush_spans: int = 4096
+    flush_spans: int = 16384
     flush_interval_ms: int = 500
     query_timeout_s: float = 10.0  # every API query is cancelled after this long
     listen: str = "127.0.0.1:8001"  # gateway-exporter (NATS mode) serves /api/v1 and /ui here

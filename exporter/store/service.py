@@ -6,8 +6,8 @@ The pipeline gives the store its own bounded queue like any destination; a slow 
 counts its batches (``queue_full``) and nothing else notices.
 
 Rows are inserted in blocks of ``flush_spans`` spans, or every ``flush_interval_ms`` when traffic
-is lighter: one insert per pipeline batch (a few hundred spans) would cost three times the CPU
-(measured with ``bench.store``). Spans count as exported once buffered; a block whose insert
+is lighter: DuckDB's insert measured ~45k spans per CPU-second in blocks of 1k spans and ~95k in
+blocks of 16k (one insert per pipeline batch of a few hundred spans: ~20k). Spans count as exported once buffered; a block whose insert
 fails is logged and counted in ``rows_lost``.
 """
 
