@@ -270,12 +270,7 @@ class Sql:
     def trace_request(self, trace_id: str, viewer: str | None) -> tuple[str, dict[str, Any]]:
         """The request row of one trace (bodies included)."""
         params: dict[str, Any] = {}
-        tid = self.d.param(params, trace_id, "String")
-        conds = [f"trace_id = {tid}"]
-        if self.d.name == "clickhouse":
-            # requests is ordered by time: find the root's start through spans (ordered by
-            # trace id), so both lookups use a primary key instead of scanning for the id.
-            conds.append(f"ts IN (SELECT min(ts) FROM {self.spans} WHERE trace_id = {tid})")
+        conds = [f"trace_id = {self.d.param(params, trace_id, 'String')}"]
         if viewer is not None:
             conds.append(f"subject = {self.d.param(params, viewer, 'String')}")
         cols = ", ".join((*LIST_COLUMNS, "input", "output"))
