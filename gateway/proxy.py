@@ -327,7 +327,7 @@ def _record_trace(
                 cost,
                 out.body_out,
                 b"".join(out.events) if out.events else b"",
-                decision.principal.teams if decision is not None else (),
+                teams=decision.principal.teams if decision is not None else (),
             )
         )
     except Exception:  # telemetry never fails a request
