@@ -180,6 +180,8 @@ class Sql:
             return [
                 f"CREATE TABLE IF NOT EXISTS requests ({', '.join(f'{n} {t}' for n, t, _ in REQUEST_SCHEMA)})",
                 f"CREATE TABLE IF NOT EXISTS spans ({', '.join(f'{n} {t}' for n, t, _ in SPAN_SCHEMA)})",
+                # One index entry per trace (not per span): the trace page's lookup by id.
+                "CREATE INDEX IF NOT EXISTS requests_trace_id ON requests (trace_id)",
             ]
         db = self.d.table_prefix.rstrip(".")
         out = [f"CREATE DATABASE IF NOT EXISTS {db}"] if db else []
