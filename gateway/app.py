@@ -182,7 +182,7 @@ class GatewayApp:
             else:
                 respond_json(proto, 200, b'{"status":"ready"}')
             return
-        if path.startswith(("/api/v1/", "/ui")) and self.store_web is not None:
+        if self.store_web is not None and (path == "/ui" or path.startswith(("/ui/", "/api/v1/"))):
             await rsgi_respond(self.store_web, scope, proto)
             return
         self._error(proto, NotFound(f"no route for {method} {path}", code="unknown_url"), [])
