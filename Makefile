@@ -8,7 +8,7 @@ CONFIG ?= examples/gateway.yaml
 PORT ?= 8000
 MOCK_PORT ?= 8099
 
-.PHONY: setup run test lint bench bench-peers nats-server claude-code clean
+.PHONY: setup run test lint bench bench-peers bench-store nats-server chromium claude-code clean
 
 setup: $(STAMP)
 
@@ -38,7 +38,14 @@ claude-code:
 	    @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION); \
 	else echo "npm not found: the Claude Code test will be skipped"; fi
 
-test: setup nats-server claude-code
+# The UI tests drive Debian's chromium through chromedriver (selenium).
+chromium:
+	@command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium and chromium-driver from Debian's packages"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+test: setup nats-server chromium claude-code
 	$(BIN)/python -m pytest tests
 
 lint: setup
@@ -54,6 +61,10 @@ bench: setup
 # Same run with LiteLLM's proxy beside the gateway (installs it into bench/.peers/ once).
 bench-peers: setup
 	$(BIN)/python -m bench.peers $(BENCH_ARGS)
+
+# Trace store: ingest, list, detail and stats figures for DuckDB and chDB (STORE_ARGS="--n 100000").
+bench-store: setup
+	$(BIN)/python -m bench.store $(STORE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -333,6 +333,12 @@ def _gateway_factory(
                 "traces": [{"name": "bench-sink", "protocol": "http", "endpoint": endpoint}]
             }
             optional.append("exporter")
+            # The exporter also owns the trace store: keep its file in the run's work dir.
+            config["store"] = {
+                "path": str(ctx.work_dir / f"{name}-traces.duckdb"),
+                "listen": f"127.0.0.1:{free_port()}",
+            }
+            optional.append("store")
         optional.append("server.upstream_client")
         path = ctx.work_dir / f"{name}.yaml"
         config, dropped, error = degrade(config, optional, path)

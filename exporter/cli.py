@@ -28,6 +28,7 @@ import msgspec
 import yaml
 
 from exporter.config import ExporterConfig
+from exporter.store.config import StoreConfig, UiConfig
 from exporter.subscriber import SpanSubscriber
 from gateway.telemetry import genai
 from gateway.telemetry.wire import TracingConfig, substitute_env
@@ -47,6 +48,9 @@ class ExporterSettings(msgspec.Struct, frozen=True):
     tracing: TracingConfig
     exporter: ExporterConfig
     metadata_label_keys: tuple[str, ...] = ()  # the gateway's metrics.metadata_label_keys
+    store: StoreConfig = StoreConfig()
+    ui: UiConfig = UiConfig()
+    config_text: str = ""  # the whole file: the store API authenticates as the gateway does
 
 
 def parse_settings(text: str, env: Mapping[str, str] | None = None) -> ExporterSettings:
@@ -65,7 +69,7 @@ def parse_settings(text: str, env: Mapping[str, str] | None = None) -> ExporterS
     problems: list[str] = []
     sections = {
         key: substitute_env(raw.get(key) or {}, key, os.environ if env is None else env, problems)
-        for key in ("tracing", "exporter")
+        for key in ("tracing", "exporter", "store", "ui")
     }
     if problems:
         raise ConfigProblem("; ".join(problems))
@@ -77,13 +81,18 @@ def parse_settings(text: str, env: Mapping[str, str] | None = None) -> ExporterS
         exporter = msgspec.convert(sections["exporter"], ExporterConfig)
     except msgspec.ValidationError as exc:
         raise ConfigProblem(f"exporter: {exc}") from None
+    try:
+        store = msgspec.convert(sections["store"], StoreConfig)
+        ui = msgspec.convert(sections["ui"], UiConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigProblem(f"store/ui: {exc}") from None
     if tracing.nats is None:
         raise ConfigProblem(
             "tracing.nats: required by gateway-exporter (without it the gateway exports in-process)"
         )
     metrics = raw.get("metrics") or {}
     keys = metrics.get("metadata_label_keys") or [] if isinstance(metrics, dict) else []
-    return ExporterSettings(tracing, exporter, tuple(str(k) for k in keys))
+    return ExporterSettings(tracing, exporter, tuple(str(k) for k in keys), store, ui, text)
 
 
 def load_settings(path: str, env: Mapping[str, str] | None = None) -> ExporterSettings:
@@ -133,6 +142,9 @@ async def run(
             pipeline,
             MetricsExporter(settings.exporter.metrics, metadata_label_keys=settings.metadata_label_keys),
         )
+    from exporter.store.embed import start_exporter_store
+
+    store = await start_exporter_store(settings.config_text, settings.store, settings.ui, pipeline)
     await pipeline.start()
     names = _destination_names(settings.exporter, pipeline)
     subscriber = SpanSubscriber(
@@ -155,6 +167,8 @@ async def run(
     log.info("gateway-exporter: shutting down (%.1fs deadline)", shutdown_timeout_s)
     await subscriber.stop(max(deadline - time.monotonic(), 0.1) / 2)
     await pipeline.stop(max(deadline - time.monotonic(), 0.1))
+    if store is not None:
+        await store.aclose()
     log.info(
         "gateway-exporter: stopped; received %d batches (%d spans), %d undecodable, %d acked, %d nak'ed",
         subscriber.batches,

@@ -19,6 +19,7 @@ import os
 import signal
 from typing import Any
 
+from exporter.store.embed import embedded_store, rsgi_respond
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, error_response
 from gateway.mcp.http import handle_mcp
@@ -59,6 +60,7 @@ class GatewayApp:
         self.reloader: ConfigReloader | None = None
         self.telemetry: Telemetry | None = None
         self.metrics: Metrics | None = None
+        self.store_web: Any = None  # /api/v1 and /ui (exporter.store)
         self.draining = False
         self.responses_store: ResponseStore | None = None
         self._retired: set[asyncio.Task[None]] = set()
@@ -73,6 +75,10 @@ class GatewayApp:
         # Process wiring, not per-config: the ring and its drain task survive config reloads.
         self.telemetry = Telemetry.from_config(
             config.tracing, config.exporter, metadata_label_keys=tuple(config.metrics.metadata_label_keys)
+        )
+        # Before the pipeline starts: the store is one more destination of it.
+        self.store_web = embedded_store(
+            config, self.telemetry, self._authenticate, self._open_access, lambda: self.runtime
         )
         self.telemetry.start_on(loop)
         # One catalog per process, kept across reloads: Prometheus metrics are process-wide.
@@ -103,6 +109,13 @@ class GatewayApp:
             loop.add_signal_handler(signal.SIGHUP, self.reloader.reload_file)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
             pass
+
+    def _authenticate(self, headers_get: Any) -> Any:
+        assert self.runtime is not None
+        return self.runtime.access.authenticate(headers_get)  # the current config's keys
+
+    def _open_access(self) -> bool:
+        return self.runtime is not None and self.runtime.open_access
 
     def swap_runtime(self, config: GatewayConfig) -> None:
         """Build a runtime for ``config`` and make it current; the old one closes after the drain timeout."""
@@ -191,6 +204,9 @@ class GatewayApp:
             return
         if path.startswith(MODELS_PREFIX) and method in ("GET", "HEAD"):
             handle_models(rt, scope, proto)
+            return
+        if self.store_web is not None and (path == "/ui" or path.startswith(("/ui/", "/api/v1/"))):
+            await rsgi_respond(self.store_web, scope, proto)
             return
         self._error(proto, NotFound(f"no route for {method} {path}", code="unknown_url"), [])
 

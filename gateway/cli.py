@@ -104,6 +104,7 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     _startup_warnings(cfg)
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    os.environ["GATEWAY_WORKERS"] = str(args.workers)  # the embedded trace store needs to know
 
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings

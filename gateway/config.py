@@ -22,6 +22,7 @@ import msgspec
 import yaml
 
 from exporter.config import ExporterConfig
+from exporter.store.config import StoreConfig, UiConfig
 from gateway.access.config import AccessRule, AuthConfig, RateLimitRule
 from gateway.mcp.config import AccessMcpRule, McpServerConfig
 from gateway.responses.config import ResponsesConfig
@@ -129,6 +130,8 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     mcp_servers: list[McpServerConfig] = []
     access_mcp: list[AccessMcpRule] | None = None
     responses: ResponsesConfig = ResponsesConfig()
+    store: StoreConfig = StoreConfig()
+    ui: UiConfig = UiConfig()
 
     def provider_names(self) -> set[str]:
         return {p.name for p in self.providers}
@@ -266,6 +269,7 @@ def _check_metrics(cfg: GatewayConfig) -> Iterator[str]:
 def _semantic_checks() -> list[SemanticCheck]:
     # Imported here: each capability owns the checks of its own section.
     from exporter.config import check_exporter
+    from exporter.store.config import check_store
     from gateway.access.config import check_access
     from gateway.mcp.config import check_mcp
     from gateway.responses.config import check_responses
@@ -279,6 +283,7 @@ def _semantic_checks() -> list[SemanticCheck]:
         _check_metrics,
         check_mcp,
         check_responses,
+        check_store,
     ]
 
 

@@ -368,6 +368,7 @@ def _record_trace(
                 b"".join(out.events) if out.events else b"",
                 surface.name,
                 agent=agent,  # a Responses request: its attempts are inside (AgentResponse trace)
+                teams=decision.principal.teams if decision is not None else (),
             )
         )
     except Exception:  # telemetry never fails a request

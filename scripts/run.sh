@@ -13,6 +13,7 @@ trap 'kill $MOCK_PID 2>/dev/null || true' EXIT
 cat <<MSG
 
   LLM gateway on http://127.0.0.1:$PORT   (config: $CONFIG, mock provider on :$MOCK_PORT)
+  Traces, dashboard:  http://127.0.0.1:$PORT/ui   (stored in data/traces.duckdb)
 
   curl http://127.0.0.1:$PORT/v1/chat/completions -H 'content-type: application/json' \\
        -d '{"model": "mock/gpt-4o", "messages": [{"role": "user", "content": "hello"}]}'

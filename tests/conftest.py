@@ -88,6 +88,8 @@ def start_mock(*args: str, port: int | None = None) -> Proc:
 def start_gateway(config: dict, tmp_path: Path, *, workers: int = 1, env: dict | None = None) -> Proc:
     port = free_port()
     cfg_file = tmp_path / f"gateway-{port}.yaml"
+    # Each gateway its own trace store file, never one in the checkout.
+    config = {"store": {"path": str(tmp_path / f"traces-{port}.duckdb")}, **config}
     cfg_file.write_text(yaml.safe_dump(config))
     log_path = tmp_path / f"gateway-{port}.log"
     popen = _spawn(
@@ -120,6 +122,8 @@ def start_gateway(config: dict, tmp_path: Path, *, workers: int = 1, env: dict |
 def start_exporter(config: dict, tmp_path: Path) -> Proc:
     """``gateway-exporter`` reading ``config`` (the same file shape the gateway reads; needs tracing.nats)."""
     cfg_file = tmp_path / "exporter.yaml"
+    store = {"path": str(tmp_path / "exporter-traces.duckdb"), "listen": f"127.0.0.1:{free_port()}"}
+    config = {"store": store, **config}
     cfg_file.write_text(yaml.safe_dump(config))
     log_path = tmp_path / "exporter.log"
     return Proc(_spawn([str(BIN / "gateway-exporter"), "--config", str(cfg_file)], log_path), "", log_path)

@@ -61,6 +61,7 @@ from gateway.telemetry.spans import (
     TFY_RL_RULE_IDS,
     TFY_SPAN_TYPE,
     TFY_SUBJECT,
+    TFY_TEAMS,
     TFY_TTFT_MS,
     URL_PATH,
     new_span_id,
@@ -150,6 +151,8 @@ def _root_attributes(t: TraceRecord) -> dict[str, Any]:
         attrs[TFY_RL_RULE_IDS] = list(t.rl_rule_ids)
     if t.subject:
         attrs[TFY_SUBJECT] = t.subject
+    if t.teams:
+        attrs[TFY_TEAMS] = list(t.teams)
     if t.metadata:
         attrs[TFY_METADATA] = _encode_json(t.metadata).decode()
     if t.input_tokens >= 0:

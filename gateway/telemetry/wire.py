@@ -230,6 +230,7 @@ class TraceRecord(msgspec.Struct, array_like=True, gc=False):
     surface: str = ""
     mcp: McpRecord | None = None  # set on MCP gateway requests (endpoint "mcp")
     agent: AgentRecord | None = None  # set on Responses requests (endpoint "responses")
+    teams: tuple[str, ...] = ()  # the caller's teams (the trace store filters and groups by them)
 
     @property
     def nested_bytes(self) -> int:
