@@ -56,7 +56,9 @@ def _cutoff(retention_days: int) -> str:
 class DuckDBBackend:
     """One DuckDB file. Inserts load JSON lines through ``read_json`` (one statement per batch)."""
 
-    def __init__(self, path: str, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, path: str, timeout_s: float = 10.0, memory_limit_mb: int = 256, threads: int = 2
+    ) -> None:
         import duckdb
 
         self.path = path
@@ -64,7 +66,9 @@ class DuckDBBackend:
         self.timeout_s = timeout_s
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        self._con = duckdb.connect(path)
+        # DuckDB's defaults (80 % of the machine's memory, one thread per core) suit a database
+        # server, not a store living beside a gateway worker in a 1 GiB pod: cap both.
+        self._con = duckdb.connect(path, config={"memory_limit": f"{memory_limit_mb}MB", "threads": threads})
         self._write_lock = threading.Lock()
         # Ours alone: DuckDB's file lock, taken by connect() above, admits one owning process.
         self._scratch = os.path.abspath(path) + ".ingest"
@@ -288,7 +292,7 @@ class ClickHouseBackend:
 def open_backend(cfg: StoreConfig) -> StoreBackend:
     """The backend ``cfg`` names (``chdb:///dir`` runs the ClickHouse engine in-process)."""
     if cfg.engine == "duckdb":
-        return DuckDBBackend(cfg.path, cfg.query_timeout_s)
+        return DuckDBBackend(cfg.path, cfg.query_timeout_s, cfg.memory_limit_mb, cfg.threads)
     if cfg.url.startswith("chdb://"):
         client: ChClient = ChdbClient(urlsplit(cfg.url).path or "data/chdb")
     else:

@@ -46,6 +46,8 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     flush_interval_ms: int = 500
     query_timeout_s: float = 10.0  # every API query is cancelled after this long
     listen: str = "127.0.0.1:8001"  # gateway-exporter (NATS mode) serves /api/v1 and /ui here
+    memory_limit_mb: int = 256  # DuckDB's memory cap (buffer pool, query working memory)
+    threads: int = 2  # DuckDB's worker threads (inserts and queries)
 
 
 class UiConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -58,6 +60,10 @@ class UiConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 def check_store(cfg: Any) -> Iterator[str]:
     """Semantic checks of ``store:`` / ``ui:`` (``cfg`` has ``store`` and ``ui`` attributes)."""
     s: StoreConfig = cfg.store
+    if s.memory_limit_mb < 64:
+        yield "store.memory_limit_mb: must be >= 64"
+    if s.threads < 1:
+        yield "store.threads: must be >= 1"
     if s.retention_days < 1:
         yield "store.retention_days: must be >= 1"
     if s.max_size_mb < 0:

@@ -249,6 +249,9 @@ async def test_stalled_backend_with_huge_prompts_embedded(
         "providers": [provider("mock", mock.url, ["gpt-4o"])],
         "server": {"max_body_bytes": 8 * MIB},
         "tracing": {"flush_interval_ms": 50, "max_buffer_bytes": 32 * MIB},
+        # The embedded trace store is a destination of its own with its own memory cap
+        # (store.memory_limit_mb): off here, so the figure is the tracing buffers' bound alone.
+        "store": {"enabled": False},
         "exporter": {"traces": [{"name": "r", "endpoint": otlp_receiver.traces_url, "timeout_ms": 60_000}]},
     }
     gw = gateway_factory(config)
