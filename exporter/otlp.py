@@ -4,7 +4,8 @@ The protobuf bytes are written by hand rather than through ``opentelemetry-proto
 objects: building a few hundred thousand small ``KeyValue`` objects per second costs more than
 the whole budget, while the wire format is a handful of tag/length prefixes (field numbers from
 ``opentelemetry/proto/trace/v1/trace.proto``; tests/unit/test_otlp_equivalence.py decodes every
-test batch, both encodings, to the message the official classes build from the same spans). :func:`to_proto` still hands out an ``ExportTraceServiceRequest`` for the gRPC stub.
+test batch, both encodings, to the message the official classes build from the same spans).
+:func:`to_proto` still hands out an ``ExportTraceServiceRequest`` for the gRPC stub.
 
 Per span the work is done once per destination option set; a batch is then framed into one or
 more request bodies, each under a byte limit (OTLP receivers reject huge requests), keeping
@@ -22,24 +23,7 @@ from typing import Any, Final
 import msgspec
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from exporter.otlp_json import (
-    _CACHE_MAX,
-    _INT64_MAX,
-    _INT64_MIN,
-    _JSON_HEAD,
-    _JSON_SCOPE,
-    _JSON_TAIL,
-    _NO_SKIP,
-    _SHORT,
-    REQUEST_DATA_ATTRIBUTES,
-    SCOPE_NAME,
-    _resource_items,
-    frame_json,
-    memo_get,
-    memo_put,
-    resource_json,
-    span_json,
-)
+from exporter.otlp_json import _CACHE_MAX, _NO_SKIP, _SHORT, attributes_json, memo_get, memo_put, span_object
 from gateway.telemetry.wire import Resource, Span, SpanBatch
 
 __all__ = [
@@ -62,7 +46,15 @@ __all__ = [
     "to_proto",
 ]
 
+SCOPE_NAME: Final = "llm-gateway"
 MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
+# Attributes that carry (or may echo) the user's request or response.
+REQUEST_DATA_ATTRIBUTES: Final = frozenset(
+    {"tfy.input", "tfy.output", "tfy.input_short_hand", "tfy.error_message"}
+)
+
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
 _U64: Final = (1 << 64) - 1
 
 
@@ -348,6 +340,18 @@ def span_proto(span: Span, exclude_request_data: bool = False) -> bytes:
     return b"".join(parts)
 
 
+def _resource_items(resource: Resource, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Merged resource attributes: identity, then the gateway's, then the destination's."""
+    items: dict[str, Any] = {"service.name": resource.service_name}
+    if resource.service_version:
+        items["service.version"] = resource.service_version
+    if resource.instance_id:
+        items["service.instance.id"] = resource.instance_id
+    items.update(resource.attributes)
+    items.update(extra)
+    return items
+
+
 def resource_proto(resource: Resource, extra: Mapping[str, Any] = {}) -> bytes:  # noqa: B006 - read only
     """The serialized ``opentelemetry.proto.resource.v1.Resource``."""
     return _attributes_proto(_resource_items(resource, extra).items(), _T_1)
@@ -384,6 +388,26 @@ def pack_proto(
     return _pack(spans, max_bytes - overhead, 6, lambda chunk: _frame_proto(resource, chunk))
 
 
+# --- OTLP/JSON (the pieces are in exporter/otlp_json.py) --------------------------------------
+
+
+def span_json(span: Span, exclude_request_data: bool = False) -> bytes:
+    """The OTLP/JSON object of one span."""
+    return span_object(
+        span, REQUEST_DATA_ATTRIBUTES if exclude_request_data else _NO_SKIP, exclude_request_data
+    )
+
+
+def resource_json(resource: Resource, extra: Mapping[str, Any] = {}) -> bytes:  # noqa: B006 - read only
+    """The OTLP/JSON ``resource`` object."""
+    return b'{"attributes":' + attributes_json(_resource_items(resource, extra).items()) + b"}"
+
+
+_JSON_HEAD: Final = b'{"resourceSpans":[{"resource":'
+_JSON_SCOPE: Final = b',"scopeSpans":[{"scope":{"name":"' + SCOPE_NAME.encode() + b'"},"spans":['
+_JSON_TAIL: Final = b"]}]}]}"
+
+
 def pack_json(
     resource: bytes, spans: Sequence[bytes], max_bytes: int = MAX_REQUEST_BYTES
 ) -> tuple[list[EncodedRequest], int]:
@@ -393,8 +417,16 @@ def pack_json(
         spans,
         max_bytes - overhead,
         1,
-        lambda chunk: frame_json(resource, chunk),
+        lambda chunk: _frame_json(resource, chunk),
     )
+
+
+def _frame_json(resource: bytes, spans: Sequence[bytes]) -> bytes:
+    """The request body; the head and tail ride on the first and last span, so one join copies all."""
+    parts = list(spans)
+    parts[0] = _JSON_HEAD + resource + _JSON_SCOPE + parts[0]
+    parts[-1] += _JSON_TAIL
+    return b",".join(parts)
 
 
 # --- shared -----------------------------------------------------------------------------------

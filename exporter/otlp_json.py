@@ -1,51 +1,29 @@
-"""OTLP/JSON spans and resources, written directly (the JSON half of :mod:`exporter.otlp`).
+"""OTLP/JSON spans and attributes, written directly (the JSON half of :mod:`exporter.otlp`).
 
 OTLP/JSON follows the spec's deviations from the proto3 JSON mapping: trace and span ids are
 hex (not base64), enums are integers, keys lowerCamelCase, 64-bit integers are strings. The
 bytes are those ``msgspec`` makes of the OTLP/JSON dicts (:func:`_attributes_json`), but built
 from memoized pieces rather than dicts; the tests check both, and decode every body to the
-official messages. The constants both encodings share live here too.
+official messages.
 """
 
 from __future__ import annotations
 
 import math
 from binascii import hexlify as _hexlify
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
 
-from gateway.telemetry.wire import Resource, Span
-
-SCOPE_NAME: Final = "llm-gateway"
-# Attributes that carry (or may echo) the user's request or response.
-REQUEST_DATA_ATTRIBUTES: Final = frozenset(
-    {"tfy.input", "tfy.output", "tfy.input_short_hand", "tfy.error_message"}
-)
+from gateway.telemetry.wire import Span
 
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
-
-
 _CACHE_MAX: Final = 50_000  # bound of each memo: distinct values cannot grow it forever
 _SHORT: Final = 64  # string values up to this length are memoized (model, provider, span type)
 _NO_SKIP: Final[frozenset[str]] = frozenset()
 
-
-def _resource_items(resource: Resource, extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Merged resource attributes: identity, then the gateway's, then the destination's."""
-    items: dict[str, Any] = {"service.name": resource.service_name}
-    if resource.service_version:
-        items["service.version"] = resource.service_version
-    if resource.instance_id:
-        items["service.instance.id"] = resource.instance_id
-    items.update(resource.attributes)
-    items.update(extra)
-    return items
-
-
-# --- values and spans --------------------------------------------------------------------------------
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -186,8 +164,13 @@ def _span_attributes_json(parts: list[bytes], attributes: dict[str, Any], skip: 
         sep = b","
 
 
-def span_json(span: Span, exclude_request_data: bool = False) -> bytes:
-    """The OTLP/JSON object of one span."""
+def attributes_json(items: Iterable[tuple[str, Any]]) -> bytes:
+    """A JSON array of ``KeyValue`` objects (resource attributes: once per batch, no fast path)."""
+    return _json_encode(_attributes_json(items))
+
+
+def span_object(span: Span, skip: frozenset[str], drop_status_message: bool) -> bytes:
+    """The OTLP/JSON object of one span, without the attributes named in ``skip``."""
     parts = [b'{"traceId":"', _hexlify(span.trace_id), b'","spanId":"', _hexlify(span.span_id)]
     if span.parent_span_id:
         parts += (b'","parentSpanId":"', _hexlify(span.parent_span_id))
@@ -202,10 +185,8 @@ def span_json(span: Span, exclude_request_data: bool = False) -> bytes:
         b',"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":['
         % (span.kind, span.start_ns, span.end_ns),
     )
-    _span_attributes_json(
-        parts, span.attributes, REQUEST_DATA_ATTRIBUTES if exclude_request_data else _NO_SKIP
-    )
-    message = "" if exclude_request_data else span.status_message
+    _span_attributes_json(parts, span.attributes, skip)
+    message = "" if drop_status_message else span.status_message
     if span.status_code or message:
         status: dict[str, Any] = {}
         if message:
@@ -216,21 +197,3 @@ def span_json(span: Span, exclude_request_data: bool = False) -> bytes:
     else:
         parts.append(b"]}")
     return b"".join(parts)
-
-
-def resource_json(resource: Resource, extra: Mapping[str, Any] = {}) -> bytes:  # noqa: B006 - read only
-    """The OTLP/JSON ``resource`` object."""
-    return _json_encode({"attributes": _attributes_json(_resource_items(resource, extra).items())})
-
-
-_JSON_HEAD: Final = b'{"resourceSpans":[{"resource":'
-_JSON_SCOPE: Final = b',"scopeSpans":[{"scope":{"name":"' + SCOPE_NAME.encode() + b'"},"spans":['
-_JSON_TAIL: Final = b"]}]}]}"
-
-
-def frame_json(resource: bytes, spans: Sequence[bytes]) -> bytes:
-    """The request body; the head and tail ride on the first and last span, so one join copies all."""
-    parts = list(spans)
-    parts[0] = _JSON_HEAD + resource + _JSON_SCOPE + parts[0]
-    parts[-1] += _JSON_TAIL
-    return b",".join(parts)

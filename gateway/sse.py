@@ -2,8 +2,8 @@
 
 Upstream chunks split events at arbitrary byte positions. The relay forwards every complete
 event as soon as its terminating blank line arrives and keeps only the incomplete tail, so a
-stream is never buffered. Only events that mention ``"usage"`` are decoded (one small view
-Struct), which is how the gateway learns token counts without parsing every delta.
+stream is never buffered. Only events whose ``"usage"`` is not ``null`` are decoded (one small
+view Struct), which is how the gateway learns token counts without parsing every delta.
 
 When the gateway injected ``stream_options.include_usage`` on the client's behalf, the
 usage-only event (``"choices": []``) is removed before it reaches the client.
@@ -63,16 +63,20 @@ class StreamRelay:
     def feed(self, chunk: bytes) -> bytes:
         """Return the complete events in ``tail + chunk`` (possibly empty), minus a stripped usage event."""
         data = self._tail + chunk if self._tail else chunk
-        if b"\r\n" in data:
+        if b"\r" in data:
             # Some servers end lines with CRLF; normalise so event splitting has one rule.
             data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(_SEP)
-        if end < 0:
+        end = data.rfind(_SEP) + 2
+        if end < 2:
             self._tail = data
             return b""
-        complete = data[: end + 2]
-        self._tail = data[end + 2 :]
-        if b'"usage"' in complete:
+        if end == len(data):  # the usual chunk: whole events, nothing to copy
+            complete = data
+            self._tail = b""
+        else:
+            complete = data[:end]
+            self._tail = data[end:]
+        if _carries_usage(complete):
             complete = self._read_usage(complete)
         if self.keep_events:
             self.events.append(complete)
@@ -91,7 +95,7 @@ class StreamRelay:
         for event in block.split(_SEP):
             if not event:
                 continue
-            if b'"usage"' in event:
+            if _carries_usage(event):
                 payload = _event_data(event)
                 if payload is not None:
                     try:
@@ -107,6 +111,18 @@ class StreamRelay:
         if not dropped:
             return block
         return b"".join(e + _SEP for e in kept)
+
+
+def _carries_usage(block: bytes) -> bool:
+    """Whether ``block`` may hold a usage object, so that decoding it is worth it.
+
+    OpenAI sends ``"usage":null`` in every chunk once usage is requested (which the gateway
+    always does), so mentioning the key is not enough: only blocks with more ``"usage"`` keys
+    than ``null`` ones are decoded (in practice the final chunk). A block where the word is
+    some other string (a token ``"usage"``) is decoded too and yields nothing: safe, and rare.
+    """
+    n = block.count(b'"usage"')
+    return n > 0 and n != block.count(b'"usage":null') + block.count(b'"usage": null')
 
 
 def _event_data(event: bytes) -> bytes | None:
