@@ -23,6 +23,7 @@ from pyreqwest.exceptions import (
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable
 from gateway.upstream import RELAYED_HEADERS, origin
+from gateway.upstream.tls import read_ca_file
 
 
 def _translate(exc: RequestError, url: str) -> Exception:
@@ -81,9 +82,11 @@ class PyreqwestUpstream:
     """One pooled pyreqwest client for one provider."""
 
     def __init__(self, provider: ProviderConfig) -> None:
+        builder = ClientBuilder()
+        if provider.ca_file is not None:  # added to the system roots, never replacing them
+            builder = builder.add_root_certificate_pem(read_ca_file(provider.ca_file))
         self._client = (
-            ClientBuilder()
-            .follow_redirects(False)
+            builder.follow_redirects(False)
             .gzip(False)
             .brotli(False)
             .zstd(False)
