@@ -117,12 +117,18 @@ def _carries_usage(block: bytes) -> bool:
     """Whether ``block`` may hold a usage object, so that decoding it is worth it.
 
     OpenAI sends ``"usage":null`` in every chunk once usage is requested (which the gateway
-    always does), so mentioning the key is not enough: only blocks with more ``"usage"`` keys
-    than ``null`` ones are decoded (in practice the final chunk). A block where the word is
-    some other string (a token ``"usage"``) is decoded too and yields nothing: safe, and rare.
+    always does), so mentioning the key is not enough: a block is decoded only when some
+    ``"usage"`` in it is not followed by ``null`` (in practice the final chunk). One pass over the
+    block (``find`` resumes after each match). Where the word is some other string (a token
+    ``"usage"``) the block is decoded too and yields nothing: safe, and rare.
     """
-    n = block.count(b'"usage"')
-    return n > 0 and n != block.count(b'"usage":null') + block.count(b'"usage": null')
+    i = block.find(b'"usage"')
+    while i >= 0:
+        i += 7
+        if not block[i : i + 12].lstrip(b" \t:").startswith(b"null"):
+            return True
+        i = block.find(b'"usage"', i)
+    return False
 
 
 def _event_data(event: bytes) -> bytes | None:
