@@ -113,14 +113,14 @@ _json_field_cache: dict[tuple[str, Any], bytes] = {}  # (name, short str or tupl
 _json_name_cache: dict[str, bytes] = {}  # span name -> its JSON string
 
 
-def _span_attributes_json(parts: list[bytes], attributes: dict[str, Any], skip: frozenset[str]) -> None:
-    """Append the span's attribute objects, comma-separated, to ``parts``.
+def _span_attributes_json(attributes: dict[str, Any], skip: frozenset[str]) -> bytes:
+    """The span's attribute objects, comma-separated.
 
     Byte for byte what ``msgspec`` makes of :func:`_attributes_json`'s dicts (the tests check it),
     without building those dicts: per value type a memoized prefix and the encoded value.
     """
-    append = parts.append
-    sep = b""
+    fields: list[bytes] = []
+    append = fields.append
     for key, value in attributes.items():
         if key in skip:
             continue
@@ -132,8 +132,7 @@ def _span_attributes_json(parts: list[bytes], attributes: dict[str, Any], skip: 
                 field = _json_codec(key)[1] + _json_encode(value) + b"}}"
                 if len(_json_field_cache) < _CACHE_MAX:
                     _json_field_cache[(key, value)] = field
-            append(sep + field)
-            sep = b","
+            append(field)
             continue
         codec = _json_codecs.get(key) or _json_codec(key)
         if t is int and _INT64_MIN <= value <= _INT64_MAX:
@@ -160,8 +159,8 @@ def _span_attributes_json(parts: list[bytes], attributes: dict[str, Any], skip: 
             if av is None:
                 continue
             field = codec[0] + _json_encode(av)[1:] + b"}"
-        append(sep + field)
-        sep = b","
+        append(field)
+    return b",".join(fields)
 
 
 def attributes_json(items: Iterable[tuple[str, Any]]) -> bytes:
@@ -185,7 +184,7 @@ def span_object(span: Span, skip: frozenset[str], drop_status_message: bool) -> 
         b',"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":['
         % (span.kind, span.start_ns, span.end_ns),
     )
-    _span_attributes_json(parts, span.attributes, skip)
+    parts.append(_span_attributes_json(span.attributes, skip))
     message = "" if drop_status_message else span.status_message
     if span.status_code or message:
         status: dict[str, Any] = {}
