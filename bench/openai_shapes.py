@@ -24,7 +24,7 @@ import msgspec
 
 _json = msgspec.json.Encoder()
 
-ID = "chatcmpl-BmockQ3d9Lh5G1f0pXwRz7YkT2sNa"
+ID = "chatcmpl-mock"  # short: tests of every branch look for it (real ids are ~38 characters)
 CREATED = 1_741_570_283
 FINGERPRINT = "fp_07871e2ad8"
 SERVICE_TIER = "default"
