@@ -63,24 +63,26 @@ class StreamRelay:
     def feed(self, chunk: bytes) -> bytes:
         """Return the complete events in ``tail + chunk`` (possibly empty), minus a stripped usage event."""
         data = self._tail + chunk if self._tail else chunk
-        if b"\r" in data:
-            # Some servers end lines with CRLF; normalise so event splitting has one rule.
-            data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(_SEP) + 2
-        if end < 2:
+        # Some servers end lines with CRLF; normalise so event splitting has one rule. (No copy
+        # when there is none. Here and below, methods that take their argument directly: ``in``
+        # on bytes first tries the needle as an int and formats an exception each time, and
+        # ``find``/``endswith`` parse a format string per call; both cost more than the scans.)
+        data = data.replace(b"\r\n", b"\n")
+        head, sep, tail = data.rpartition(_SEP)
+        if not sep:
             self._tail = data
             return b""
-        if end == len(data):  # the usual chunk: whole events, nothing to copy
+        if tail:
+            complete = head + sep
+            self._tail = tail
+        else:  # the usual chunk: whole events
             complete = data
             self._tail = b""
-        else:
-            complete = data[:end]
-            self._tail = data[end:]
         if _carries_usage(complete):
             complete = self._read_usage(complete)
         if self.keep_events:
             self.events.append(complete)
-        if not self.saw_done and b"[DONE]" in complete:
+        if not self.saw_done and complete.rpartition(b"[DONE]")[1]:
             self.saw_done = True
         return complete
 
@@ -118,16 +120,16 @@ def _carries_usage(block: bytes) -> bool:
 
     OpenAI sends ``"usage":null`` in every chunk once usage is requested (which the gateway
     always does), so mentioning the key is not enough: a block is decoded only when some
-    ``"usage"`` in it is not followed by ``null`` (in practice the final chunk). One pass over the
-    block (``find`` resumes after each match). Where the word is some other string (a token
-    ``"usage"``) the block is decoded too and yields nothing: safe, and rare.
+    ``"usage"`` in it is not followed by ``null`` (in practice the final chunk). Where the word is
+    some other string (a token ``"usage"``) the block is decoded too and yields nothing: safe,
+    and rare. ``split`` scans once and parses no arguments (see ``StreamRelay.feed``).
     """
-    i = block.find(b'"usage"')
-    while i >= 0:
-        i += 7
-        if not block[i : i + 12].lstrip(b" \t:").startswith(b"null"):
+    parts = block.split(b'"usage"')
+    for rest in parts[1:]:
+        if rest[:5] == b":null" or rest[:6] == b": null":
+            continue
+        if not rest[:12].lstrip(b" \t:").startswith(b"null"):
             return True
-        i = block.find(b'"usage"', i)
     return False
 
 
