@@ -1,4 +1,4 @@
-"""Micro-benchmark of the stream relay: µs per realistic stream, old-style vs current decoding.
+"""Micro-benchmark of the stream relay: µs per realistic 150-chunk stream (CPU time).
 
     python -m bench.micro_relay [--chunks 150] [--repeat 200]
 
