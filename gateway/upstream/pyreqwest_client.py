@@ -55,9 +55,9 @@ class _Response:
                 reader = self._resp.body_reader
                 parts = []
                 while (chunk := await reader.read_chunk()) is not None:
-                    parts.append(bytes(chunk))
+                    parts.append(chunk.to_bytes())
                 return b"".join(parts)
-            return bytes(await self._resp.bytes())
+            return (await self._resp.bytes()).to_bytes()
         except RequestError as exc:
             raise _translate(exc, self._url) from None
         finally:
@@ -70,7 +70,7 @@ class _Response:
             chunk = await self._reader.read_chunk()
         except RequestError as exc:
             raise _translate(exc, self._url) from None
-        return None if chunk is None else bytes(chunk)
+        return None if chunk is None else chunk.to_bytes()  # half the cost of bytes(chunk)
 
     async def aclose(self) -> None:
         ctx, self._ctx = self._ctx, None
