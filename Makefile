@@ -8,7 +8,7 @@ CONFIG ?= examples/gateway.yaml
 PORT ?= 8000
 MOCK_PORT ?= 8099
 
-.PHONY: setup run test lint bench bench-peers bench-store nats-server chromium claude-code clean
+.PHONY: setup run test lint bench bench-peers bench-store bench-tools bench-exporter nats-server chromium claude-code clean
 
 setup: $(STAMP)
 
@@ -54,17 +54,29 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
-# Overhead run (~5 min; BENCH_ARGS="--quick" for ~1.5 min); results under bench/results/.
-bench: setup
+# wrk (closed-loop maximum throughput) and nats-server come from Debian's packages when missing.
+bench-tools: nats-server
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing wrk from Debian's packages"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
+
+# Overhead run (~8 min; BENCH_ARGS="--quick" for ~2.5 min); results under bench/results/.
+bench: setup bench-tools
 	$(BIN)/python -m bench.overhead $(BENCH_ARGS)
 
 # Same run with LiteLLM's proxy beside the gateway (installs it into bench/.peers/ once).
-bench-peers: setup
+bench-peers: setup bench-tools
 	$(BIN)/python -m bench.peers $(BENCH_ARGS)
 
 # Trace store: ingest, list, detail and stats figures for DuckDB and chDB (STORE_ARGS="--n 100000").
 bench-store: setup
 	$(BIN)/python -m bench.store $(STORE_ARGS)
+
+# Exporter throughput (spans/s per core, OTLP protobuf and JSON) and the stream relay micro-bench.
+bench-exporter: setup
+	$(BIN)/python -m bench.exporter_throughput
+	$(BIN)/python -m bench.micro_relay
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

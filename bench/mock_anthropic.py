@@ -95,6 +95,17 @@ def _plan(req: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None, str]:
     return base.WORDS[:n], None, "end_turn"
 
 
+def _usage(output_tokens: int) -> dict[str, Any]:
+    """``usage`` as the Messages API reports it (cache counters and service tier included)."""
+    return {
+        "input_tokens": base.PROMPT_TOKENS,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
 def _message(model: str, req: dict[str, Any]) -> bytes:
     pieces, tool, stop = _plan(req)
     content: list[dict[str, Any]] = [{"type": "text", "text": "".join(pieces)}] if pieces else []
@@ -110,7 +121,7 @@ def _message(model: str, req: dict[str, Any]) -> bytes:
             "content": content,
             "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {"input_tokens": base.PROMPT_TOKENS, "output_tokens": out_tokens},
+            "usage": _usage(out_tokens),
         }
     )
 
@@ -126,7 +137,7 @@ async def _stream(proto: Any, model: str, req: dict[str, Any], stall_after: int,
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {"input_tokens": base.PROMPT_TOKENS, "output_tokens": 1},
+        "usage": _usage(1),
     }
     await t.send_bytes(_event("message_start", {"message": start}))
     await t.send_bytes(

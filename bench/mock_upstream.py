@@ -5,7 +5,13 @@ default; options come from the command line (or ``MOCK_*`` env vars, which is ho
 worker process receives them):
 
     python -m bench.mock_upstream --port 8099 [--latency-ms 0] [--chunks 8] [--chunk-delay-ms 0]
-                                  [--fail-status 503]
+                                  [--fail-status 503] [--tls-cert /tmp/mock.pem]
+
+Chat answers (plain and streamed) have the shape api.openai.com gives them (see
+``bench/openai_shapes.py``: ``usage: null`` on every chunk when usage is requested,
+``obfuscation``, ``service_tier``, ``system_fingerprint``), one token per chunk. ``--tls-cert``
+serves HTTPS with a certificate made at start by a throwaway CA written to that path (the
+gateway trusts it with the provider's ``ca_file``).
 
 Behaviour can also be programmed per request through the model name, so tests can use any
 gateway config to reach a failing upstream:
@@ -33,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from bench import mock_tool_calls
+from bench import mock_tool_calls, openai_shapes
 
 _json = msgspec.json.Encoder()
 _decode_any = msgspec.json.Decoder()
@@ -68,8 +74,14 @@ JSON = [("content-type", "application/json")]
 SSE = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
 
+def _words(n: int) -> list[str]:
+    return [WORDS[i % len(WORDS)] for i in range(n)]
+
+
 def _chat_body(model: str, completion: bool = False) -> bytes:
-    text = "".join(WORDS[:CHUNKS])
+    text = "".join(_words(CHUNKS))
+    if not completion:  # as api.openai.com answers (bench/openai_shapes.py)
+        return openai_shapes.chat_body(model, text, PROMPT_TOKENS, CHUNKS)
     usage = {
         "prompt_tokens": PROMPT_TOKENS,
         "completion_tokens": CHUNKS,
@@ -149,16 +161,33 @@ def _behaviour(model: str) -> tuple[str, int]:
     return "", 0
 
 
+_event_cache: dict[tuple[str, bool, bool], list[bytes]] = {}
+
+
+def _events(model: str, completion: bool, usage: bool) -> list[bytes]:
+    """A stream's events, encoded once per (model, kind): the mock must not be what is measured."""
+    key = (model, completion, usage)
+    events = _event_cache.get(key)
+    if events is None:
+        if completion:
+            events = [_chunk(model, {"content": w}, None, completion) for w in _words(CHUNKS)]
+            events.append(_chunk(model, {}, "stop", completion))
+            if usage:
+                events.append(_usage_chunk(model))
+            events.append(b"data: [DONE]\n\n")
+        else:  # chat: as api.openai.com streams it (bench/openai_shapes.py)
+            events = list(openai_shapes.chat_stream(model, _words(CHUNKS), PROMPT_TOKENS, usage))
+        if len(_event_cache) < 256:
+            _event_cache[key] = events
+    return events
+
+
 async def _stream(proto: Any, view: _ChatView, completion: bool, stall_after: int, cut_after: int) -> None:
     """Stream the events; ``stall_after``/``cut_after`` count events already sent (role chunk included)."""
     transport = proto.response_stream(200, SSE)
-    model = view.model
-    events = [] if completion else [_chunk(model, {"role": "assistant", "content": ""}, None, completion)]
-    events += [_chunk(model, {"content": WORDS[i]}, None, completion) for i in range(CHUNKS)]
-    events.append(_chunk(model, {}, "stop", completion))
-    if view.stream_options is not None and view.stream_options.include_usage:
-        events.append(_usage_chunk(model))
-    events.append(b"data: [DONE]\n\n")
+    events = _events(
+        view.model, completion, view.stream_options is not None and view.stream_options.include_usage
+    )
     for sent, event in enumerate(events):
         if sent == stall_after:
             await asyncio.sleep(60)
@@ -289,6 +318,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-status", type=int, default=int(os.environ.get("MOCK_FAIL_STATUS", "0")))
     parser.add_argument("--no-record", action="store_true", help="do not keep recent requests (benchmarks)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--tls-cert",
+        metavar="PATH",
+        help="serve HTTPS with a certificate made at start by a throwaway CA written to PATH (PEM): "
+        "the file a client trusts it with (providers[].ca_file)",
+    )
     args = parser.parse_args(argv)
     os.environ.update(
         MOCK_LATENCY_MS=str(args.latency_ms),
@@ -301,6 +336,12 @@ def main(argv: list[str] | None = None) -> None:
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
 
+    tls: dict[str, Any] = {}
+    if args.tls_cert:
+        from bench.selfsigned import write_certificates
+
+        cert, key = write_certificates(args.tls_cert)
+        tls = {"ssl_cert": cert, "ssl_key": key}
     Granian(
         "bench.mock_upstream:app",
         address=args.host,
@@ -309,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         loop=Loops.uvloop,
         workers=args.workers,
         log_level=LogLevels.warning,
+        **tls,
     ).serve()
 
 

@@ -42,7 +42,7 @@ from typing import Any
 from bench import profile, report
 from bench.loadgen import run_open_loop
 from bench.procs import Pinning, cpu_seconds, decide_pinning, stop, tree_pids, tree_rss
-from bench.targets import DEFAULT_TARGETS, TARGETS, RunContext, Running, start_mock, validate
+from bench.targets import DEFAULT_TARGETS, TARGETS, RunContext, Running, relay_of, start_mock, validate
 from bench.wrk import lua_script, run_wrk, wrk_available
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -221,12 +221,46 @@ def add_deltas(results: dict[str, dict[str, Any]]) -> None:
         rps = _max_rps(res)
         if rps and aiohttp_rps:
             res["rps_vs_aiohttp"] = round(rps / aiohttp_rps, 2)
+    add_relay_ratios(results)
     off, on = _max_rps(results.get("gateway", {})), _max_rps(results.get("gateway-tracing", {}))
     if off and on:
         results["gateway-tracing"]["rps_vs_tracing_off"] = round(on / off, 3)
         paused = _max_rps(results["gateway-tracing"], "closed_exporter_paused")
         if paused:
             results["gateway-tracing"]["rps_vs_tracing_off_exporter_paused"] = round(paused / off, 3)
+
+
+def add_relay_ratios(results: dict[str, dict[str, Any]]) -> None:
+    """Each row against the bare pyreqwest relay on the same transport (the issue's goals), in place.
+
+    ``cpu_vs_relay``: CPU per request at the largest connection count; ``stream_rps_vs_relay`` and
+    ``stream_cpu_vs_relay``: streamed requests per second and CPU per stream (closed loop).
+    """
+    for name, res in results.items():
+        relay = results.get(relay_of(name), {})
+        if "error" in res or "error" in relay or not relay:
+            continue
+        pairs = {
+            "cpu_vs_relay": (_last(res.get("closed", {})), _last(relay.get("closed", {})), "cpu_us_per_req"),
+            "stream_rps_vs_relay": (
+                res.get("stream", {}).get("closed"),
+                relay.get("stream", {}).get("closed"),
+                "rps",
+            ),
+            "stream_cpu_vs_relay": (
+                res.get("stream", {}).get("closed"),
+                relay.get("stream", {}).get("closed"),
+                "cpu_us_per_req",
+            ),
+        }
+        for key, (mine, ref, metric) in pairs.items():
+            if mine and ref and mine.get(metric) and ref.get(metric):
+                res[key] = round(mine[metric] / ref[metric], 3)
+
+
+def _last(closed: dict[str, Any]) -> dict[str, Any] | None:
+    """The closed-loop run at the largest connection count."""
+    return closed[max(closed, key=int)] if closed else None
 
 
 def _max_rps(res: dict[str, Any], phase: str = "closed") -> float | None:
@@ -380,6 +414,11 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
         work_dir = Path(tmp)
         mock = start_mock(work_dir, pinning, opts.mock_args)
         ctx = RunContext(f"http://127.0.0.1:{mock.port}", work_dir, pinning)
+        tls_mock = None
+        if any(n.endswith("-tls") for n in names):  # a second mock, serving HTTPS
+            ctx.ca_file = work_dir / "mock-ca.pem"
+            tls_mock = start_mock(work_dir, pinning, opts.mock_args, ca_file=ctx.ca_file)
+            ctx.tls_mock_url = f"https://127.0.0.1:{tls_mock.port}"
         try:
             for round_no in range(opts.repeat):
                 if opts.repeat > 1:
@@ -392,6 +431,8 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
                 )
         finally:
             stop(mock)
+            if tls_mock is not None:
+                stop(tls_mock)
     results = merge_rounds(rounds)
     add_deltas(results)
     doc = {
@@ -407,6 +448,9 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
             "repeat": opts.repeat,
             "generator": opts.generator,
             "mock_args": opts.mock_args,
+            "mock_chunks": int(opts.mock_args[opts.mock_args.index("--chunks") + 1])
+            if "--chunks" in opts.mock_args
+            else None,
             "exporter_during_latency": "paused" if opts.pause_exporter else "running",
         },
         # Load average (1 min) around the run: other work on the machine is the main source of noise.
@@ -470,7 +514,9 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
         "--timeout", type=float, default=10.0, help="per-request timeout of the open-loop generator"
     )
     parser.add_argument("--mock-latency-ms", type=float, default=0.0)
-    parser.add_argument("--mock-chunks", type=int, default=8)
+    parser.add_argument(
+        "--mock-chunks", type=int, default=150, help="tokens per answer, one per stream chunk (default 150)"
+    )
     parser.add_argument("--mock-chunk-delay-ms", type=float, default=0.0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for JSON and PNG")
     args = parser.parse_args(argv)

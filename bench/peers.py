@@ -30,7 +30,17 @@ from bench.targets import RunContext, Running
 
 PEERS_DIR = Path(__file__).resolve().parent / ".peers"
 LITELLM_VENV = PEERS_DIR / "litellm"
-PEER_TARGETS = ["direct", "aiohttp", "pyreqwest", "gateway", "gateway-full", "litellm"]
+PEER_TARGETS = [
+    "direct",
+    "aiohttp",
+    "pyreqwest",
+    "gateway",
+    "gateway-full",
+    "litellm",
+    "pyreqwest-tls",
+    "gateway-full-tls",
+    "litellm-tls",
+]
 
 
 def ensure_litellm(reinstall: bool = False) -> Path:
@@ -66,8 +76,10 @@ def _litellm_version() -> str:
     return proc.stdout.strip() or "unknown"
 
 
-def litellm_target(ctx: RunContext) -> Running:
-    """Start LiteLLM's proxy against the run's mock (factory for ``bench.overhead``)."""
+def litellm_target(ctx: RunContext, tls: bool = False) -> Running:
+    """Start LiteLLM's proxy against the run's mock (factory for ``bench.overhead``).
+
+    ``tls``: against the TLS mock, trusting its CA (``ssl_verify`` and ``SSL_CERT_FILE``)."""
     script = ensure_litellm()
     master = "sk-bench-" + secrets.token_hex(12)
     config = {
@@ -76,14 +88,17 @@ def litellm_target(ctx: RunContext) -> Running:
                 "model_name": "gpt-4o",
                 "litellm_params": {
                     "model": "openai/gpt-4o",
-                    "api_base": ctx.mock_url + "/v1",
+                    "api_base": ctx.upstream(tls) + "/v1",
                     "api_key": "sk-mock",
                 },
             }
         ],
         "general_settings": {"master_key": master},
     }
-    path = ctx.work_dir / "litellm.yaml"
+    if tls:
+        config["litellm_settings"] = {"ssl_verify": str(ctx.ca_file)}
+    name = "litellm-tls" if tls else "litellm"
+    path = ctx.work_dir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     env = {
         **os.environ,
@@ -92,6 +107,8 @@ def litellm_target(ctx: RunContext) -> Running:
         "DISABLE_SCHEMA_UPDATE": "True",
     }
     env.pop("DATABASE_URL", None)
+    if tls:
+        env["SSL_CERT_FILE"] = str(ctx.ca_file)
     port = free_port()
     cmd = [
         *ctx.pinning.prefix("target"),
@@ -105,16 +122,14 @@ def litellm_target(ctx: RunContext) -> Running:
         "--num_workers",
         "1",
     ]
-    proc = start("litellm", cmd, ctx.work_dir, port=port, env=env)
+    proc = start(name, cmd, ctx.work_dir, port=port, env=env)
     try:
         wait_http(proc, f"http://127.0.0.1:{port}/health/liveliness", timeout_s=180, require_ok=True)
     except RuntimeError:
         stop(proc)
         raise
     ctx.notes.append(f"litellm {_litellm_version()}: proxy, 1 worker, no database, local cost map")
-    return Running(
-        "litellm", f"http://127.0.0.1:{port}", "gpt-4o", proc, {"authorization": f"Bearer {master}"}
-    )
+    return Running(name, f"http://127.0.0.1:{port}", "gpt-4o", proc, {"authorization": f"Bearer {master}"})
 
 
 def ratio_table(doc: dict[str, Any], peer: str = "litellm") -> str:
@@ -178,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     reinstall = "--reinstall" in args
     args = [a for a in args if a != "--reinstall"]
-    opts = overhead.parse_args(args, extra_targets=["litellm"])
+    opts = overhead.parse_args(args, extra_targets=["litellm", "litellm-tls"])
     if "--targets" not in " ".join(args):
         opts.targets = list(PEER_TARGETS)
     if "--rates" not in " ".join(args):
@@ -186,9 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     opts.label = "peers"
     # LiteLLM needs about a second per request at 64 connections: shorter wrk runs count nothing.
     opts.duration_s = max(opts.duration_s, 5.0)
-    if "litellm" in opts.targets:
+    if "litellm" in opts.targets or "litellm-tls" in opts.targets:
         ensure_litellm(reinstall)
-    doc = overhead.run(opts, extra_targets={"litellm": litellm_target})
+    extra = {"litellm": litellm_target, "litellm-tls": lambda ctx: litellm_target(ctx, tls=True)}
+    doc = overhead.run(opts, extra_targets=extra)
     print()
     print(ratio_table(doc))
 

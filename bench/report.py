@@ -77,6 +77,7 @@ def render_table(doc: dict[str, Any]) -> str:
         *[f"req/s@{c}" for c in conns],
         "x aiohttp",
         f"cpu us/req@{conns[-1]}",
+        "cpu x relay",
         "cpu %",
         "req/cpu-s",
         "wrk errors",
@@ -94,6 +95,7 @@ def render_table(doc: dict[str, Any]) -> str:
                 *[_f(closed.get(c, {}).get("rps"), 0) for c in conns],
                 _f(res.get("rps_vs_aiohttp")),
                 _f(closed.get(conns[-1], {}).get("cpu_us_per_req"), 0),
+                _f(res.get("cpu_vs_relay")),
                 _pct(closed.get(conns[-1], {}).get("cpu_util")),
                 _per_cpu_s(closed.get(conns[-1], {}).get("cpu_us_per_req")),
                 _f(errors),
@@ -103,7 +105,8 @@ def render_table(doc: dict[str, Any]) -> str:
         )
     out += [
         "Closed loop (wrk): maximum throughput; cpu % = target's CPU use during the run (100 = its whole core),",
-        "req/cpu-s = requests per second of the target's CPU time (what a dedicated core would serve)",
+        "req/cpu-s = requests per second of the target's CPU time (what a dedicated core would serve),",
+        "x relay = against the bare pyreqwest relay on the same transport (pyreqwest-tls for -tls rows)",
         table(headers, rows),
         "",
     ]
@@ -158,6 +161,9 @@ def render_table(doc: dict[str, Any]) -> str:
         headers = [
             "target",
             "stream req/s",
+            "x relay",
+            "cpu us/stream",
+            "cpu x relay",
             "ttft p50",
             "ttft p99",
             "+ttft p50",
@@ -182,6 +188,9 @@ def render_table(doc: dict[str, Any]) -> str:
                 [
                     name,
                     _f(sclosed.get("rps"), 0),
+                    _f(res.get("stream_rps_vs_relay")),
+                    _f(sclosed.get("cpu_us_per_req"), 0),
+                    _f(res.get("stream_cpu_vs_relay")),
                     _f(ttft.get("p50")),
                     _f(ttft.get("p99")),
                     _f(add.get("p50")),
@@ -193,7 +202,8 @@ def render_table(doc: dict[str, Any]) -> str:
             )
         rate = f"{doc['options']['rates'][0]:g}"
         out += [
-            f"Streaming (wrk at {conns[-1]} connections; open loop at {rate} req/s, ms)",
+            f"Streaming, {doc['options'].get('mock_chunks', '?')} chunks per answer "
+            f"(wrk at {conns[-1]} connections; open loop at {rate} req/s, ms)",
             table(headers, rows),
             "",
         ]

@@ -17,6 +17,12 @@ target's own work lands on the measured core.
                       Messages endpoint): native pass-through, compare with ``gateway``
     gateway-messages-hub  the same to an OpenAI-type target: Messages ↔ hub translation
     litellm           LiteLLM's proxy (registered by bench.peers; optional)
+    <name>-tls        pyreqwest, gateway, gateway-full against the run's second mock, which serves
+                      HTTPS with a certificate from a throwaway CA (the relay and the gateway
+                      trust it through a CA file, ``providers[].ca_file``): every provider is TLS
+
+Ratios compare a row with the bare pyreqwest relay of the same transport (``pyreqwest`` for
+plaintext rows, ``pyreqwest-tls`` for TLS rows): see :func:`relay_of`.
 
 Gateway configs are validated with ``gateway check-config`` first; a feature section that the
 gateway does not accept yet is dropped and named in the run's notes instead of failing the run.
@@ -53,6 +59,16 @@ class RunContext:
     work_dir: Path
     pinning: Pinning
     notes: list[str] = field(default_factory=list)
+    tls_mock_url: str | None = None  # https://127.0.0.1:<port> when a -tls target runs
+    ca_file: Path | None = None  # the CA that signed the TLS mock's certificate
+
+    def upstream(self, tls: bool) -> str:
+        """The mock a target talks to: the plaintext one or the TLS one."""
+        if not tls:
+            return self.mock_url
+        if self.tls_mock_url is None:
+            raise RuntimeError("no TLS mock in this run")
+        return self.tls_mock_url
 
 
 @dataclass
@@ -103,8 +119,17 @@ def gateway_command() -> list[str] | None:
     return [found] if found else None
 
 
-def start_mock(ctx_dir: Path, pinning: Pinning, extra: list[str] | None = None) -> Proc:
-    """Start the mock upstream on the load CPU; zero latency unless ``extra`` says otherwise."""
+def relay_of(name: str) -> str:
+    """The bare relay a target's ratios refer to: the one on the same transport."""
+    return "pyreqwest-tls" if name.endswith("-tls") else "pyreqwest"
+
+
+def start_mock(
+    ctx_dir: Path, pinning: Pinning, extra: list[str] | None = None, ca_file: Path | None = None
+) -> Proc:
+    """Start the mock upstream on the load CPU; zero latency unless ``extra`` says otherwise.
+
+    With ``ca_file`` it serves HTTPS, its certificate signed by a CA written to that path."""
     port = free_port()
     cmd = [
         *pinning.prefix("load"),
@@ -115,8 +140,12 @@ def start_mock(ctx_dir: Path, pinning: Pinning, extra: list[str] | None = None) 
         str(port),
         "--no-record",
     ]
-    proc = start("mock", cmd + (extra or []), ctx_dir, port=port)
-    wait_http(proc, f"http://127.0.0.1:{port}/v1/models")
+    if ca_file is None:
+        proc = start("mock", cmd + (extra or []), ctx_dir, port=port)
+        wait_http(proc, f"http://127.0.0.1:{port}/v1/models")
+        return proc
+    proc = start("mock-tls", [*cmd, *(extra or []), "--tls-cert", str(ca_file)], ctx_dir, port=port)
+    wait_port(proc, port)
     return proc
 
 
@@ -126,7 +155,7 @@ def _direct(ctx: RunContext) -> Running:
     return Running("direct", ctx.mock_url, "gpt-4o", None)
 
 
-def _baseline(module: str, name: str) -> Factory:
+def _baseline(module: str, name: str, tls: bool = False) -> Factory:
     def factory(ctx: RunContext) -> Running:
         port = free_port()
         cmd = [
@@ -137,8 +166,10 @@ def _baseline(module: str, name: str) -> Factory:
             "--port",
             str(port),
             "--upstream",
-            ctx.mock_url,
+            ctx.upstream(tls),
         ]
+        if tls:
+            cmd += ["--ca-file", str(ctx.ca_file)]
         proc = start(name, cmd, ctx.work_dir, port=port)
         wait_http(proc, f"http://127.0.0.1:{port}/healthz", require_ok=True)
         return Running(name, f"http://127.0.0.1:{port}", "gpt-4o", proc)
@@ -149,13 +180,15 @@ def _baseline(module: str, name: str) -> Factory:
 # ---------------------------------------------------------------- gateway configurations
 
 
-def _providers(mock_url: str, second: bool) -> list[dict[str, Any]]:
-    base = {
+def _providers(mock_url: str, second: bool, ca_file: Path | None = None) -> list[dict[str, Any]]:
+    base: dict[str, Any] = {
         "type": "openai",
         "base_url": mock_url + "/v1",
         "api_key": "sk-mock",
         "models": ["gpt-4o", "text-embedding-3-small"],
     }
+    if ca_file is not None:
+        base["ca_file"] = str(ca_file)
     out = [{"name": "mock", **base}]
     if second:
         out.append({"name": "mock2", **base})
@@ -292,6 +325,7 @@ def _gateway_factory(
     access: bool = False,
     client: str = "pyreqwest",
     messages_model: str | None = None,
+    tls: bool = False,
 ) -> Factory:
     def factory(ctx: RunContext) -> Running:
         cmd = gateway_command()
@@ -307,7 +341,7 @@ def _gateway_factory(
         )
         config: dict[str, Any] = {
             "server": {"upstream_client": client},
-            "providers": _providers(ctx.mock_url, full),
+            "providers": _providers(ctx.upstream(tls), full, ctx.ca_file if tls else None),
         }
         if messages_model is not None:  # the mock's Messages endpoint, as an Anthropic provider
             config["providers"].append(
@@ -413,6 +447,9 @@ TARGETS: dict[str, Factory] = {
     "gateway-messages-hub": _gateway_factory(
         "gateway-messages-hub", tracing=False, full=False, messages_model="mock/gpt-4o"
     ),
+    "pyreqwest-tls": _baseline("bench.baselines.pyreqwest_proxy", "pyreqwest-tls", tls=True),
+    "gateway-tls": _gateway_factory("gateway-tls", tracing=False, full=False, tls=True),
+    "gateway-full-tls": _gateway_factory("gateway-full-tls", tracing=True, full=True, tls=True),
 }
 DEFAULT_TARGETS = [
     "direct",
@@ -424,6 +461,9 @@ DEFAULT_TARGETS = [
     "gateway-full",
     "gateway-messages",
     "gateway-messages-hub",
+    "pyreqwest-tls",
+    "gateway-tls",
+    "gateway-full-tls",
 ]
 
 

@@ -28,6 +28,7 @@ from gateway.mcp.config import AccessMcpRule, McpServerConfig
 from gateway.responses.config import ResponsesConfig
 from gateway.routing.config import VirtualModelConfig
 from gateway.telemetry.wire import TracingConfig, substitute_env
+from gateway.upstream.tls import ca_file_problem
 
 __all__ = [
     "ConfigError",
@@ -62,6 +63,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     connect_timeout_s: float = 5.0
     max_connections: int = 1024  # cap on in-flight requests to this provider
     headers: dict[str, str] = {}
+    ca_file: str | None = None  # PEM CA certificate(s) trusted besides the system's (gateway/upstream/tls.py)
     # The provider is skipped unless this environment variable is set and non-empty, so one
     # example file can offer a real provider only to users who have its key.
     enabled_if_env: str | None = None
@@ -238,6 +240,8 @@ def _check_core(cfg: GatewayConfig) -> Iterator[str]:
             yield f"{at}.connect_timeout_s: must be > 0"
         if p.max_connections < 1:
             yield f"{at}.max_connections: must be >= 1"
+        if p.ca_file is not None and (problem := ca_file_problem(p.ca_file)):
+            yield f"{at}.ca_file: {problem}"
     s = cfg.server
     if s.max_body_bytes < 1024:
         yield "server.max_body_bytes: must be >= 1024"

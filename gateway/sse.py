@@ -2,8 +2,8 @@
 
 Upstream chunks split events at arbitrary byte positions. The relay forwards every complete
 event as soon as its terminating blank line arrives and keeps only the incomplete tail, so a
-stream is never buffered. Only events that mention ``"usage"`` are decoded (one small view
-Struct), which is how the gateway learns token counts without parsing every delta.
+stream is never buffered. Only events whose ``"usage"`` is not ``null`` are decoded (one small
+view Struct), which is how the gateway learns token counts without parsing every delta.
 
 When the gateway injected ``stream_options.include_usage`` on the client's behalf, the
 usage-only event (``"choices": []``) is removed before it reaches the client.
@@ -63,20 +63,26 @@ class StreamRelay:
     def feed(self, chunk: bytes) -> bytes:
         """Return the complete events in ``tail + chunk`` (possibly empty), minus a stripped usage event."""
         data = self._tail + chunk if self._tail else chunk
-        if b"\r\n" in data:
-            # Some servers end lines with CRLF; normalise so event splitting has one rule.
-            data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(_SEP)
-        if end < 0:
+        # Some servers end lines with CRLF; normalise so event splitting has one rule. (No copy
+        # when there is none. Here and below, methods that take their argument directly: ``in``
+        # on bytes first tries the needle as an int and formats an exception each time, and
+        # ``find``/``endswith`` parse a format string per call; both cost more than the scans.)
+        data = data.replace(b"\r\n", b"\n")
+        head, sep, tail = data.rpartition(_SEP)
+        if not sep:
             self._tail = data
             return b""
-        complete = data[: end + 2]
-        self._tail = data[end + 2 :]
-        if b'"usage"' in complete:
+        if tail:
+            complete = head + sep
+            self._tail = tail
+        else:  # the usual chunk: whole events
+            complete = data
+            self._tail = b""
+        if _carries_usage(complete):
             complete = self._read_usage(complete)
         if self.keep_events:
             self.events.append(complete)
-        if not self.saw_done and b"[DONE]" in complete:
+        if not self.saw_done and complete.rpartition(b"[DONE]")[1]:
             self.saw_done = True
         return complete
 
@@ -91,7 +97,7 @@ class StreamRelay:
         for event in block.split(_SEP):
             if not event:
                 continue
-            if b'"usage"' in event:
+            if _carries_usage(event):
                 payload = _event_data(event)
                 if payload is not None:
                     try:
@@ -107,6 +113,24 @@ class StreamRelay:
         if not dropped:
             return block
         return b"".join(e + _SEP for e in kept)
+
+
+def _carries_usage(block: bytes) -> bool:
+    """Whether ``block`` may hold a usage object, so that decoding it is worth it.
+
+    OpenAI sends ``"usage":null`` in every chunk once usage is requested (which the gateway
+    always does), so mentioning the key is not enough: a block is decoded only when some
+    ``"usage"`` in it is not followed by ``null`` (in practice the final chunk). Where the word is
+    some other string (a token ``"usage"``) the block is decoded too and yields nothing: safe,
+    and rare. ``split`` scans once and parses no arguments (see ``StreamRelay.feed``).
+    """
+    parts = block.split(b'"usage"')
+    for rest in parts[1:]:
+        if rest[:5] == b":null" or rest[:6] == b": null":
+            continue
+        if not rest[:12].lstrip(b" \t:").startswith(b"null"):
+            return True
+    return False
 
 
 def _event_data(event: bytes) -> bytes | None:

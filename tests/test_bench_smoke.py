@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import percentiles, run_open_loop, summarize
-from bench.procs import Pinning, Proc, free_port, start, stop, tree_pids, tree_rss, wait_http
+from bench.procs import Pinning, Proc, free_port, start, stop, tree_pids, tree_rss, wait_http, wait_port
 from bench.targets import Running, degrade, validate
 from bench.wrk import lua_script, parse_wrk_output
 
@@ -286,3 +286,58 @@ def test_profile_summary_of_collapsed_stacks(tmp_path: Path) -> None:
     text = summarize(path)
     assert "40 samples" in text
     assert "75.0  send (client.py)" in text
+
+
+def test_ratios_against_the_relay_on_the_same_transport() -> None:
+    from bench.overhead import add_relay_ratios
+    from bench.report import render_table
+    from bench.targets import relay_of
+
+    assert relay_of("gateway-full") == "pyreqwest" and relay_of("gateway-full-tls") == "pyreqwest-tls"
+    targets = {
+        "pyreqwest": _fake_target(8000, 1.0, 2.0),
+        "gateway-full": _fake_target(4000, 1.0, 2.0),
+        "pyreqwest-tls": _fake_target(5000, 1.0, 2.0),
+        "gateway-full-tls": _fake_target(4000, 1.0, 2.0),
+    }
+    add_relay_ratios(targets)
+    assert targets["gateway-full"]["cpu_vs_relay"] == 2.0  # 250 µs against 125 µs
+    assert targets["gateway-full"]["stream_rps_vs_relay"] == 0.5
+    assert targets["gateway-full-tls"]["cpu_vs_relay"] == 1.25  # against the TLS relay, not the plain one
+    assert targets["gateway-full-tls"]["stream_cpu_vs_relay"] == 1.25
+    assert targets["pyreqwest-tls"]["cpu_vs_relay"] == 1.0
+    doc = {
+        "kind": "overhead",
+        "started": "2026-01-01T00:00:00+00:00",
+        "pinning": "test",
+        "options": {"connections": [64], "rates": [250.0], "stream": True, "repeat": 1, "mock_chunks": 150},
+        "targets": targets,
+    }
+    text = render_table(doc)
+    assert "cpu x relay" in text and "cpu us/stream" in text and "150 chunks per answer" in text
+
+
+def test_tls_mock_serves_realistic_chunks(tmp_path: Path) -> None:
+    """The -tls targets' upstream: HTTPS from a throwaway CA, OpenAI-shaped chunks with usage: null."""
+    import ssl
+
+    port = free_port()
+    ca = tmp_path / "ca.pem"
+    cmd = [sys.executable, "-m", "bench.mock_upstream", "--port", str(port), "--tls-cert", str(ca), "--chunks", "3"]
+    proc = start("mock-tls", cmd, tmp_path, port=port)
+    try:
+        wait_port(proc, port)
+        ctx = ssl.create_default_context(cafile=str(ca))
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{port}/v1/chat/completions",
+            data=b'{"model":"m","stream":true,"stream_options":{"include_usage":true}}',
+        )
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:  # noqa: S310 - 127.0.0.1
+            events = [e for e in resp.read().split(b"\n\n") if e]
+    finally:
+        stop(proc)
+    assert events[-1] == b"data: [DONE]" and len(events) == 3 + 4  # role, 3 tokens, finish, usage, DONE
+    chunks = [json.loads(e[len(b"data: ") :]) for e in events[:-1]]
+    assert all("obfuscation" in c and c["service_tier"] == "default" and "system_fingerprint" in c for c in chunks)
+    assert [c["usage"] for c in chunks[:-1]] == [None] * 5
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3

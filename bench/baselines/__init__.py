@@ -50,8 +50,11 @@ def serve(app_target: str, argv: list[str] | None, description: str) -> None:
     parser.add_argument("--port", type=int, default=8101)
     parser.add_argument("--upstream", default=os.environ.get("BASELINE_UPSTREAM", "http://127.0.0.1:8099"))
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--ca-file", help="PEM CA trusted for an https upstream, besides the system's")
     args = parser.parse_args(argv)
     os.environ["BASELINE_UPSTREAM"] = args.upstream.rstrip("/")
+    if args.ca_file:
+        os.environ["BASELINE_CA_FILE"] = args.ca_file
     from granian import Granian
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels

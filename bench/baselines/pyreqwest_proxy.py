@@ -23,9 +23,13 @@ class PyreqwestProxy:
 
     def __rsgi_init__(self, loop: Any) -> None:
         self.upstream = os.environ.get("BASELINE_UPSTREAM", "http://127.0.0.1:8099")
+        builder = ClientBuilder()
+        ca_file = os.environ.get("BASELINE_CA_FILE")
+        if ca_file:  # an https upstream signed by the bench's throwaway CA (as the gateway's ca_file)
+            with open(ca_file, "rb") as f:
+                builder = builder.add_root_certificate_pem(f.read())
         self.client = (
-            ClientBuilder()
-            .follow_redirects(False)
+            builder.follow_redirects(False)
             .gzip(False)
             .brotli(False)
             .zstd(False)

@@ -9,6 +9,7 @@ import aiohttp
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable
 from gateway.upstream import RELAYED_HEADERS, origin
+from gateway.upstream.tls import ssl_context
 
 
 def _translate(exc: BaseException, url: str) -> Exception:
@@ -68,7 +69,11 @@ class AiohttpUpstream:
     def _get_session(self) -> aiohttp.ClientSession:
         # Created lazily so that it binds to the worker's running loop.
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._provider.max_connections, keepalive_timeout=90)
+            connector = aiohttp.TCPConnector(
+                limit=self._provider.max_connections,
+                keepalive_timeout=90,
+                ssl=ssl_context(self._provider.ca_file) or True,
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout(None),

@@ -23,6 +23,7 @@ from pyreqwest.exceptions import (
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable
 from gateway.upstream import RELAYED_HEADERS, origin
+from gateway.upstream.tls import read_ca_file
 
 
 def _translate(exc: RequestError, url: str) -> Exception:
@@ -54,9 +55,9 @@ class _Response:
                 reader = self._resp.body_reader
                 parts = []
                 while (chunk := await reader.read_chunk()) is not None:
-                    parts.append(bytes(chunk))
+                    parts.append(chunk.to_bytes())
                 return b"".join(parts)
-            return bytes(await self._resp.bytes())
+            return (await self._resp.bytes()).to_bytes()
         except RequestError as exc:
             raise _translate(exc, self._url) from None
         finally:
@@ -69,7 +70,7 @@ class _Response:
             chunk = await self._reader.read_chunk()
         except RequestError as exc:
             raise _translate(exc, self._url) from None
-        return None if chunk is None else bytes(chunk)
+        return None if chunk is None else chunk.to_bytes()  # half the cost of bytes(chunk)
 
     async def aclose(self) -> None:
         ctx, self._ctx = self._ctx, None
@@ -81,9 +82,11 @@ class PyreqwestUpstream:
     """One pooled pyreqwest client for one provider."""
 
     def __init__(self, provider: ProviderConfig) -> None:
+        builder = ClientBuilder()
+        if provider.ca_file is not None:  # added to the system roots, never replacing them
+            builder = builder.add_root_certificate_pem(read_ca_file(provider.ca_file))
         self._client = (
-            ClientBuilder()
-            .follow_redirects(False)
+            builder.follow_redirects(False)
             .gzip(False)
             .brotli(False)
             .zstd(False)

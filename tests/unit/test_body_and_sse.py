@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from gateway import sse
 from gateway.body import parse_request
 from gateway.errors import InvalidRequest
 from gateway.sse import StreamRelay
@@ -73,3 +74,54 @@ def test_relay_handles_crlf_and_keeps_events() -> None:
     assert relay.usage is not None
     kept = b"".join(relay.events)
     assert kept.count(b"data: ") == 3 and kept.startswith(b'data: {"choices"')  # usage event stripped
+
+
+def _openai_chunk(content: str, usage: str = "null", sep: str = "") -> bytes:
+    """A chunk as OpenAI streams it once usage is requested: ``usage`` present on every chunk."""
+    return (
+        b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o",'
+        b'"service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":'
+        b'{"content":"' + content.encode() + b'"},"logprobs":null,"finish_reason":null}],'
+        b'"usage":' + sep.encode() + usage.encode() + b',"obfuscation":"x"}\n\n'
+    )
+
+
+_FINAL_USAGE = (
+    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o",'
+    b'"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6},"obfuscation":"y"}\n\n'
+)
+
+
+@pytest.mark.parametrize("sep", ["", " "])
+def test_relay_passes_null_usage_chunks_and_reads_the_final_one(sep: str) -> None:
+    relay = StreamRelay(strip_usage=True)
+    chunks = [_openai_chunk(w, sep=sep) for w in ("usage", "a", "b")]  # a token spelled "usage" too
+    out = b"".join(relay.feed(c) for c in chunks)
+    assert relay.usage is None
+    out += relay.feed(_FINAL_USAGE + b"data: [DONE]\n\n")
+    assert out == b"".join(chunks) + b"data: [DONE]\n\n"  # null-usage chunks pass untouched
+    assert relay.usage == sse.Usage(4, 2, 6) and relay.saw_done
+
+
+@pytest.mark.parametrize("sep", ["", " "])
+def test_only_blocks_with_a_usage_object_are_decoded(sep: str) -> None:
+    assert not sse._carries_usage(_openai_chunk("a", sep=sep))
+    assert not sse._carries_usage(_openai_chunk("a", sep=sep) * 3)
+    assert not sse._carries_usage(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n')
+    assert sse._carries_usage(_FINAL_USAGE)
+    assert sse._carries_usage(_openai_chunk("a", sep=sep) + _FINAL_USAGE)
+    assert sse._carries_usage(_openai_chunk("usage", sep=sep))  # decoded, finds nothing: safe
+
+
+def test_relay_reads_usage_among_null_usage_events_in_one_chunk() -> None:
+    relay = StreamRelay(strip_usage=False, keep_events=True)
+    block = _openai_chunk("a") + _FINAL_USAGE + b"data: [DONE]\n\n"
+    assert relay.feed(block[:50]) == b""  # an incomplete event waits for its end
+    assert relay.feed(block[50:]) == block
+    assert relay.usage == sse.Usage(4, 2, 6) and relay.events == [block]
+
+
+def test_relay_without_keep_events_holds_none() -> None:
+    relay = StreamRelay(strip_usage=True)
+    relay.feed(_openai_chunk("a") + _FINAL_USAGE)
+    assert relay.events == [] and relay.usage is not None
