@@ -10,6 +10,7 @@ rejected + redelivered`` (a batch handed back for redelivery is counted again wh
 |---|---|---|
 | ``llm_gateway_exporter_received_spans_total`` / ``..._batches_total`` | counter | |
 | ``llm_gateway_exporter_undecodable_messages_total`` | counter | |
+| ``llm_gateway_exporter_newer_schema_messages_total`` | counter | |
 | ``llm_gateway_exporter_destination_spans_total`` (in) | counter | destination |
 | ``llm_gateway_exporter_exported_spans_total`` | counter | destination |
 | ``llm_gateway_exporter_dropped_spans_total`` | counter | destination, reason |
@@ -58,6 +59,11 @@ class ExporterCollector(Collector):
         )
         yield CounterMetricFamily(
             P + "undecodable_messages", "Messages that did not decode (terminated).", value=sub.bad_messages
+        )
+        yield CounterMetricFamily(
+            P + "newer_schema_messages",
+            "Batches of a newer wire schema, handed back for an upgraded exporter.",
+            value=sub.newer_version,
         )
         yield CounterMetricFamily(
             P + "redelivered_messages",

@@ -42,7 +42,7 @@ from nats.js.api import ConsumerConfig as JsConsumerConfig
 
 from gateway.telemetry.expand import expand_batch
 from gateway.telemetry.stream import ensure_stream
-from gateway.telemetry.wire import NatsConfig, SpanBatch, WireVersionError, decode_batch
+from gateway.telemetry.wire import SCHEMA_VERSION, NatsConfig, SpanBatch, WireVersionError, decode_batch
 
 __all__ = ["SpanSubscriber"]
 
@@ -116,6 +116,7 @@ class SpanSubscriber:
         self.batches = 0  # messages received and handed to the pipeline
         self.spans = 0
         self.bad_messages = 0
+        self.newer_version = 0  # batches of a newer wire schema, nak'ed for an upgraded replica
         self.submit_errors = 0
         self.acked = 0
         self.nacked = 0
@@ -243,7 +244,22 @@ class SpanSubscriber:
         data = msg.data
         try:
             batch = expand_batch(decode_batch(data))
-        except (msgspec.DecodeError, WireVersionError) as exc:
+        except WireVersionError as exc:
+            if exc.version > SCHEMA_VERSION:
+                # Written by a newer gateway during a rolling upgrade: an upgraded exporter
+                # replica can read it, so hand it back (with the usual backoff) instead of losing it.
+                self.newer_version += 1
+                self._bad_log.warning(
+                    "exporter: span batch of a newer schema (%s): left for an upgraded exporter", exc
+                )
+                delay = self._cfg.consumer.retry_backoff_max_s
+                self._reply(msg.nak(delay=delay) if not self._stopping else msg.nak())
+                return
+            self.bad_messages += 1
+            self._bad_log.warning("exporter: undecodable span batch (%d bytes): %s", len(data), exc)
+            self._reply(msg.term())
+            return
+        except msgspec.DecodeError as exc:
             self.bad_messages += 1
             self._bad_log.warning("exporter: undecodable span batch (%d bytes): %s", len(data), exc)
             self._reply(msg.term())

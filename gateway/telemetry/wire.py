@@ -281,6 +281,10 @@ _decoder = msgspec.msgpack.Decoder(TraceBatch)
 class WireVersionError(ValueError):
     """A batch written by a newer (or unknown) schema version."""
 
+    def __init__(self, version: int) -> None:
+        self.version = version
+        super().__init__(f"trace batch schema version {version}, expected {SCHEMA_VERSION}")
+
 
 def encode_batch(batch: TraceBatch) -> bytes:
     """msgpack bytes for one batch."""
@@ -298,7 +302,7 @@ def decode_batch(data: bytes) -> TraceBatch:
         version = None
     if version != SCHEMA_VERSION:
         if isinstance(version, int):
-            raise WireVersionError(f"trace batch schema version {version}, expected {SCHEMA_VERSION}")
+            raise WireVersionError(version)
     return _decoder.decode(data)
 
 

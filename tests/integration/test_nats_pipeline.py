@@ -279,12 +279,16 @@ async def test_subscriber_survives_garbage(
     nc = NatsClient()
     await nc.connect(servers=[cfg.url])
     await nc.publish(cfg.spans_subject, b"\x00not msgpack")
-    future = msgspec.msgpack.encode([99, ["svc", "1", "h", {}], []])  # unknown schema version
+    past = msgspec.msgpack.encode([1, ["svc", "1", "h", {}], []])  # an older schema: terminated
+    await nc.publish(cfg.spans_subject, past)
+    # A newer schema (a gateway upgraded before this exporter): handed back to the stream for an
+    # upgraded replica, never lost.
+    future = msgspec.msgpack.encode([SCHEMA_VERSION + 1, ["svc", "1", "h", {}], []])
     await nc.publish(cfg.spans_subject, future)
     good = TraceBatch(SCHEMA_VERSION, make_resource("svc"), [chat_trace()])
     await nc.publish(cfg.spans_subject, msgspec.msgpack.encode(good))
     await nc.flush()
-    await wait_until(lambda: len(rec.batches) == 1)
+    await wait_until(lambda: len(rec.batches) == 1 and sub.newer_version == 1)
     assert sub.bad_messages == 2 and sub.batches == 1
     await nc.close()
 
