@@ -61,7 +61,7 @@ _DELTA_END = b"}}\n\n"
 # absent or null; anything else there (a finish reason, usage, an error, a tool call...) fails
 # validation and the chunk takes the general path. Unknown fields (``obfuscation``,
 # ``service_tier``, ``logprobs``...) are skipped without being decoded.
-class _TextDeltaView(msgspec.Struct):
+class _TextDeltaView(msgspec.Struct, gc=False):
     content: str = ""
     refusal: None = None
     reasoning_content: None = None
@@ -69,13 +69,13 @@ class _TextDeltaView(msgspec.Struct):
     tool_calls: None = None
 
 
-class _TextChoiceView(msgspec.Struct):
+class _TextChoiceView(msgspec.Struct, gc=False):
     delta: _TextDeltaView
     index: int = 0
     finish_reason: None = None
 
 
-class _TextChunkView(msgspec.Struct):
+class _TextChunkView(msgspec.Struct, gc=False):
     choices: list[_TextChoiceView]
     usage: None = None
     error: None = None
@@ -137,11 +137,15 @@ class HubToMessagesStream:
             buf = chunk
             prefix = self._text_prefix
             # The hot path: one whole single-line event (how relays hand chunks over) that is a
-            # plain text delta inside an open text block: one templated event, no dicts.
-            if prefix and buf[:6] == b"data: " and buf[-2:] == b"\n\n" and buf.find(b"\n", 6) == len(buf) - 2:
-                text = _plain_text(buf[6:-2])
-                if text:
-                    return prefix + _encode(text) + _DELTA_END
+            # plain text delta inside an open text block: one templated event, no dicts. One
+            # ``partition`` (it takes its argument directly, see gateway/sse.py) checks the shape:
+            # a first line ``data: ...`` followed by nothing but the blank line.
+            if prefix:
+                line, _, rest = buf.partition(b"\n")
+                if rest == b"\n" and line[:6] == b"data: ":
+                    text = _plain_text(line[6:])
+                    if text:
+                        return prefix + _encode(text) + _DELTA_END
         out: list[bytes] = []
         start = 0
         while not self.done:
