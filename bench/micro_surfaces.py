@@ -136,7 +136,10 @@ def chat_stream_150() -> None:
 
 def messages_hub_stream_150() -> None:
     req = MESSAGES.parse(MSG_REQ, HEADERS)
-    chain = StreamChain(None, StreamRelay(strip_usage=True), MESSAGES.hub_stream(req), False)
+    # As gateway.attempt builds it (a Messages request keeps the usage chunk: it ends the stream).
+    chain = StreamChain(
+        None, StreamRelay(strip_usage=not req.client_wants_usage), MESSAGES.hub_stream(req), False
+    )
     for c in REALISTIC:
         chain.feed(c)
     chain.flush()

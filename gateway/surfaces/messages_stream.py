@@ -135,17 +135,10 @@ class HubToMessagesStream:
             buf = self._buf + chunk
         else:
             buf = chunk
-            prefix = self._text_prefix
-            # The hot path: one whole single-line event (how relays hand chunks over) that is a
-            # plain text delta inside an open text block: one templated event, no dicts. One
-            # ``partition`` (it takes its argument directly, see gateway/sse.py) checks the shape:
-            # a first line ``data: ...`` followed by nothing but the blank line.
-            if prefix:
-                line, _, rest = buf.partition(b"\n")
-                if rest == b"\n" and line[:6] == b"data: ":
-                    text = _plain_text(line[6:])
-                    if text:
-                        return prefix + _encode(text) + _DELTA_END
+            if self._text_prefix:
+                fast = self.feed_text(chunk)
+                if fast is not None:
+                    return fast
         out: list[bytes] = []
         start = 0
         while not self.done:
@@ -156,6 +149,27 @@ class HubToMessagesStream:
             start = end + 2
         self._buf = buf[start:] if not self.done else b""
         return b"".join(out)
+
+    def feed_text(self, chunk: bytes) -> bytes | None:
+        """The hot path: the event for ``chunk`` when it is one whole single-line event (how
+        upstreams and relays hand chunks over) carrying a plain text delta inside an open text
+        block, else None (``feed`` it). One templated event, no dicts.
+
+        Such a chunk has no usage (its ``usage`` is absent or null) and leaves no tail, so
+        :class:`gateway.surfaces.StreamChain` may hand it over without the hub relay.
+        """
+        prefix = self._text_prefix
+        if not prefix or self._buf:
+            return None
+        # One ``partition`` (it takes its argument directly, see gateway/sse.py) checks the
+        # shape: a first line ``data: ...`` followed by nothing but the blank line.
+        line, _, rest = chunk.partition(b"\n")
+        if rest != b"\n" or line[:6] != b"data: ":
+            return None
+        text = _plain_text(line[6:])
+        if not text:
+            return None
+        return prefix + _encode(text) + _DELTA_END
 
     def flush(self) -> bytes:
         tail, self._buf = self._buf, b""

@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from bench import openai_shapes
-from gateway.surfaces import messages_stream
+from gateway.sse import StreamRelay
+from gateway.surfaces import StreamChain, messages_stream
 from gateway.surfaces.messages_stream import HubToMessagesStream
 
 TEXTS = [
@@ -87,35 +88,33 @@ def test_realistic_stream_takes_the_fast_path_and_matches_the_general_path(
         assert run(events, split) == fast
 
 
-@pytest.mark.parametrize(
-    "odd",
-    [
-        chunk([text("x")], usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}),
-        chunk([{"index": 0, "delta": {"content": "x"}, "finish_reason": "length"}]),
-        chunk([text("x"), {"index": 1, "delta": {"content": "y"}, "finish_reason": None}]),
-        chunk([{"index": 1, "delta": {"content": "y"}, "finish_reason": None}]),
-        chunk([text("x", refusal="no")]),
-        chunk([text(None, refusal="no")]),
-        chunk([text("x", reasoning_content="hmm")]),
-        chunk([text("x", reasoning="hmm")]),
-        chunk([text("x", reasoning={"text": "hmm"})]),
-        chunk([text("", reasoning_content="")]),
-        chunk(
-            [text(None, tool_calls=[{"index": 0, "id": "t", "function": {"name": "f", "arguments": "{}"}}])]
-        ),
-        chunk([text("x")], error={"type": "server_error", "message": "boom"}),
-        chunk([text(5)]),
-        chunk([]),
-        chunk([{"index": 0, "finish_reason": None}]),
-        b'data:{"choices":[{"index":0,"delta":{"content":"no space"}}]}\n\n',
-        b'event: x\ndata: {"choices":[{"index":0,"delta":{"content":"event line"}}]}\n\n',
-        b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"two lines"}}]}\n\n',
-        b'data: {"choices":[{"index":0,"delta":{"content":"crlf"}}]}\r\n\r\n',
-        b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"index":0,"delta":{"content":"b"}}]}\n\n',
-        b"data: not json\n\n",
-        b": a comment\n\n",
-    ],
-)
+ODD = [
+    chunk([text("x")], usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}),
+    chunk([{"index": 0, "delta": {"content": "x"}, "finish_reason": "length"}]),
+    chunk([text("x"), {"index": 1, "delta": {"content": "y"}, "finish_reason": None}]),
+    chunk([{"index": 1, "delta": {"content": "y"}, "finish_reason": None}]),
+    chunk([text("x", refusal="no")]),
+    chunk([text(None, refusal="no")]),
+    chunk([text("x", reasoning_content="hmm")]),
+    chunk([text("x", reasoning="hmm")]),
+    chunk([text("x", reasoning={"text": "hmm"})]),
+    chunk([text("", reasoning_content="")]),
+    chunk([text(None, tool_calls=[{"index": 0, "id": "t", "function": {"name": "f", "arguments": "{}"}}])]),
+    chunk([text("x")], error={"type": "server_error", "message": "boom"}),
+    chunk([text(5)]),
+    chunk([]),
+    chunk([{"index": 0, "finish_reason": None}]),
+    b'data:{"choices":[{"index":0,"delta":{"content":"no space"}}]}\n\n',
+    b'event: x\ndata: {"choices":[{"index":0,"delta":{"content":"event line"}}]}\n\n',
+    b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"two lines"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"content":"crlf"}}]}\r\n\r\n',
+    b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"index":0,"delta":{"content":"b"}}]}\n\n',
+    b"data: not json\n\n",
+    b": a comment\n\n",
+]
+
+
+@pytest.mark.parametrize("odd", ODD)
 def test_anything_unusual_inside_a_text_block_gives_the_general_paths_bytes(
     odd: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,3 +144,39 @@ def test_no_fast_path_after_an_error_event() -> None:
     err = stage.feed(chunk([], error={"type": "server_error", "message": "boom"}))
     assert b"event: error" in err and stage.done
     assert stage.feed(chunk([text("late")])) == b""
+
+
+def chain_run(events: list[bytes], fast: bool, split: int | None = None) -> tuple[bytes, StreamChain]:
+    """Through the chain as gateway.attempt builds it for /v1/messages → an OpenAI target."""
+    chain = StreamChain(None, StreamRelay(strip_usage=False, keep_events=True), HubToMessagesStream(), True)
+    if not fast:
+        chain._fast = None
+    data = b"".join(events)
+    parts = events if split is None else [data[i : i + split] for i in range(0, len(data), split)]
+    out = b"".join(chain.feed(p) for p in parts) + chain.flush()
+    return out, chain
+
+
+@pytest.mark.parametrize("odd", [b"", *ODD])
+def test_chain_hands_plain_text_chunks_to_the_stage_with_the_relays_result(odd: bytes) -> None:
+    events = realistic(TEXTS)
+    events[3:3] = [odd] if odd else []
+    ref, ref_chain = chain_run(events, fast=False)
+    for split in (None, 1, 7):
+        out, chain = chain_run(events, fast=True, split=split)
+        assert out == ref
+        assert chain.usage == ref_chain.usage
+        assert chain.done and ref_chain.done
+        assert b"".join(chain.events) == ref
+    assert ref_chain.usage is not None  # read by the relay from the last chunk, as before
+
+
+def test_chain_does_not_skip_the_relay_while_it_holds_a_tail() -> None:
+    events = realistic(["a", "b", "c"])
+    chain = StreamChain(None, StreamRelay(strip_usage=False), HubToMessagesStream(), False)
+    chain.feed(events[0] + events[1])
+    half = len(events[2]) // 2
+    assert chain.feed(events[2][:half]) == b""
+    assert chain.relay.pending
+    out = chain.feed(events[2][half:] + events[3])  # completes the held event, then one more
+    assert texts_of(out) == "bc"
