@@ -9,6 +9,9 @@ What the gateway does in Python around one call, per inbound API and path:
     messages-hub    /v1/messages → OpenAI target (request, response through the hub)
     *-stream        the stream of the bench mock relayed (chat: ChatRelay; messages: MessagesRelay;
                     messages-hub: OpenAI chunks → hub relay → Messages events)
+    *-stream-150    a realistic 150-chunk api.openai.com stream (``bench/openai_shapes.py``:
+                    ``"usage": null`` on every chunk, ``obfuscation``, ``service_tier``), one
+                    event per upstream read, as the gateway runs it (chat: the hub relay alone)
 
 The issue's budget: Messages pass-through within 10 % of chat, translated streams within 25 %.
 Timed in process CPU time, best of 5 runs (a shared machine's other load does not count).
@@ -23,6 +26,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from bench import openai_shapes
 from gateway.providers import ADAPTERS
 from gateway.sse import StreamRelay, usage_of
 from gateway.surfaces import StreamChain
@@ -77,6 +81,9 @@ def _messages_events() -> list[bytes]:
 
 
 CHUNKS, EVENTS = _chat_chunks(), _messages_events()
+REALISTIC = list(
+    openai_shapes.chat_stream("gpt-4o-2024-08-06", [f"tok{i} " for i in range(150)], 412, include_usage=True)
+)
 OPENAI = ADAPTERS["openai"]
 
 
@@ -120,6 +127,24 @@ def messages_hub_stream() -> None:
         chain.feed(c)
 
 
+def chat_stream_150() -> None:
+    relay = CHAT.native_stream(CHAT.parse(CHAT_REQ, HEADERS), False)
+    for c in REALISTIC:
+        relay.feed(c)
+    relay.flush()
+
+
+def messages_hub_stream_150() -> None:
+    req = MESSAGES.parse(MSG_REQ, HEADERS)
+    # As gateway.attempt builds it (a Messages request keeps the usage chunk: it ends the stream).
+    chain = StreamChain(
+        None, StreamRelay(strip_usage=not req.client_wants_usage), MESSAGES.hub_stream(req), False
+    )
+    for c in REALISTIC:
+        chain.feed(c)
+    chain.flush()
+
+
 CASES: dict[str, Callable[[], None]] = {
     "chat": chat,
     "messages": messages,
@@ -127,7 +152,12 @@ CASES: dict[str, Callable[[], None]] = {
     "chat-stream": chat_stream,
     "messages-stream": messages_stream,
     "messages-hub-stream": messages_hub_stream,
+    "chat-stream-150": chat_stream_150,
+    "messages-hub-stream-150": messages_hub_stream_150,
 }
+
+
+_BASES = {"150": "chat-stream-150", "eam": "chat-stream"}  # a case's baseline, by its name's end
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,14 +165,17 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--number", type=int, default=20000)
+    parser.add_argument("--only", help="run the cases whose name contains this")
     args = parser.parse_args(argv)
     results = {}
     for name, fn in CASES.items():
+        if args.only and args.only not in name and not name.startswith("chat"):
+            continue
         timer = timeit.Timer(fn, timer=time.process_time)
         results[name] = min(timer.repeat(5, args.number)) / args.number * 1e6
     print(f"{'case':<22}{'us/request':>12}{'x chat':>10}")
     for name, us in results.items():
-        base = results["chat-stream" if name.endswith("stream") else "chat"]
+        base = results[_BASES.get(name[-3:], "chat")]
         print(f"{name:<22}{us:>12.2f}{us / base:>10.2f}")
 
 

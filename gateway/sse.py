@@ -86,6 +86,11 @@ class StreamRelay:
             self.saw_done = True
         return complete
 
+    @property
+    def pending(self) -> bool:
+        """Whether an incomplete event is held (the next chunk completes it)."""
+        return bool(self._tail)
+
     def flush(self) -> bytes:
         """Whatever incomplete tail is left when the upstream closes (passed through as is)."""
         tail, self._tail = self._tail, b""

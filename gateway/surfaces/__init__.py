@@ -144,7 +144,7 @@ class StreamChain:
     only when tracing wants them.
     """
 
-    __slots__ = ("first", "relay", "last", "keep_events", "events")
+    __slots__ = ("first", "relay", "last", "keep_events", "events", "_fast")
 
     def __init__(
         self, first: StreamStage | None, relay: StreamRelay, last: StreamStage | None, keep_events: bool
@@ -155,6 +155,9 @@ class StreamChain:
         self.keep_events = keep_events and last is not None
         # Without a last stage the hub relay's events are what the client gets.
         self.events: list[bytes] = [] if last is not None else relay.events
+        # A last stage may recognise a hub chunk that the relay would pass unchanged (whole
+        # events, no usage) and translate it directly: ``feed_text(chunk) -> bytes | None``.
+        self._fast = getattr(last, "feed_text", None) if first is None else None
 
     @property
     def usage(self) -> Usage | None:
@@ -170,6 +173,12 @@ class StreamChain:
 
     def feed(self, chunk: bytes) -> bytes:
         """Upstream bytes → the client bytes they complete."""
+        if self._fast is not None and not self.relay.pending:
+            out = self._fast(chunk)
+            if out is not None:  # the relay would have passed it on untouched
+                if self.keep_events:
+                    self.events.append(out)
+                return out
         if self.first is not None:
             chunk = self.first.feed(chunk)
             if not chunk:

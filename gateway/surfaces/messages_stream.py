@@ -54,6 +54,46 @@ class _Chunk(msgspec.Struct):
 
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
 _TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_DELTA_END = b"}}\n\n"
+
+
+# The hot path's view: a chunk that is nothing but a text delta. A field typed ``None`` must be
+# absent or null; anything else there (a finish reason, usage, an error, a tool call...) fails
+# validation and the chunk takes the general path. Unknown fields (``obfuscation``,
+# ``service_tier``, ``logprobs``...) are skipped without being decoded.
+class _TextDeltaView(msgspec.Struct, gc=False):
+    content: str = ""
+    refusal: None = None
+    reasoning_content: None = None
+    reasoning: None = None
+    tool_calls: None = None
+
+
+class _TextChoiceView(msgspec.Struct, gc=False):
+    delta: _TextDeltaView
+    index: int = 0
+    finish_reason: None = None
+
+
+class _TextChunkView(msgspec.Struct, gc=False):
+    choices: list[_TextChoiceView]
+    usage: None = None
+    error: None = None
+
+
+_decode_text_view = msgspec.json.Decoder(_TextChunkView).decode
+
+
+def _plain_text(payload: bytes) -> str:
+    """The text of a chunk carrying nothing but one choice's text delta, else "" (general path)."""
+    try:
+        choices = _decode_text_view(payload).choices
+    except msgspec.DecodeError:  # not that shape (ValidationError is a DecodeError)
+        return ""
+    if len(choices) != 1:
+        return ""
+    choice = choices[0]
+    return choice.delta.content if choice.index == 0 else ""
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
@@ -71,7 +111,9 @@ class HubToMessagesStream:
     for a call already closed ends the stream with an error rather than corrupting it.
     """
 
-    __slots__ = ("done", "_buf", "_started", "_index", "_open", "_tool", "_tools", "_stop", "_usage")
+    __slots__ = (
+        "done", "_buf", "_started", "_index", "_open", "_tool", "_tools", "_stop", "_usage", "_text_prefix",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.done = False
@@ -83,10 +125,20 @@ class HubToMessagesStream:
         self._tools: set[int] = set()  # hub indexes of tool calls seen
         self._stop: str | None = None
         self._usage: dict[str, Any] | None = None
+        # While a text block is open (and the stream not done): the bytes of its text delta
+        # events before the encoded text, made once per block.
+        self._text_prefix = b""
 
     def feed(self, chunk: bytes) -> bytes:
         """Consume hub SSE bytes; return the Messages events they complete (maybe empty)."""
-        buf = self._buf + chunk if self._buf else chunk
+        if self._buf:
+            buf = self._buf + chunk
+        else:
+            buf = chunk
+            if self._text_prefix:
+                fast = self.feed_text(chunk)
+                if fast is not None:
+                    return fast
         out: list[bytes] = []
         start = 0
         while not self.done:
@@ -97,6 +149,27 @@ class HubToMessagesStream:
             start = end + 2
         self._buf = buf[start:] if not self.done else b""
         return b"".join(out)
+
+    def feed_text(self, chunk: bytes) -> bytes | None:
+        """The hot path: the event for ``chunk`` when it is one whole single-line event (how
+        upstreams and relays hand chunks over) carrying a plain text delta inside an open text
+        block, else None (``feed`` it). One templated event, no dicts.
+
+        Such a chunk has no usage (its ``usage`` is absent or null) and leaves no tail, so
+        :class:`gateway.surfaces.StreamChain` may hand it over without the hub relay.
+        """
+        prefix = self._text_prefix
+        if not prefix or self._buf:
+            return None
+        # One ``partition`` (it takes its argument directly, see gateway/sse.py) checks the
+        # shape: a first line ``data: ...`` followed by nothing but the blank line.
+        line, _, rest = chunk.partition(b"\n")
+        if rest != b"\n" or line[:6] != b"data: ":
+            return None
+        text = _plain_text(line[6:])
+        if not text:
+            return None
+        return prefix + _encode(text) + _DELTA_END
 
     def flush(self) -> bytes:
         tail, self._buf = self._buf, b""
@@ -148,12 +221,12 @@ class HubToMessagesStream:
             self._ensure("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
             out.append(self._text_delta(b'"thinking_delta","thinking":', reasoning))
         if delta.content:
-            self._ensure("text", {"type": "text", "text": ""}, out)
-            out.append(self._text_delta(b'"text_delta","text":', delta.content))
+            self._ensure_text(out)
+            out.append(self._text_prefix + _encode(delta.content) + _DELTA_END)
         if delta.refusal:
             self._stop = "refusal"
-            self._ensure("text", {"type": "text", "text": ""}, out)
-            out.append(self._text_delta(b'"text_delta","text":', delta.refusal))
+            self._ensure_text(out)
+            out.append(self._text_prefix + _encode(delta.refusal) + _DELTA_END)
         for call in delta.tool_calls or ():
             k = call.index
             fn = call.function or _Function()
@@ -183,6 +256,13 @@ class HubToMessagesStream:
             + b"}}\n\n"
         )
 
+    def _ensure_text(self, out: list[bytes]) -> None:
+        if self._open != "text":
+            self._ensure("text", {"type": "text", "text": ""}, out)
+            self._text_prefix = (
+                _TEXT_DELTA + str(self._index).encode() + b',"delta":{"type":"text_delta","text":'
+            )
+
     def _ensure(self, kind: str, block: dict[str, Any], out: list[bytes]) -> None:
         if self._open == kind:
             return
@@ -194,7 +274,7 @@ class HubToMessagesStream:
     def _close(self, out: list[bytes]) -> None:
         if self._open is not None:
             out.append(_event("content_block_stop", {"index": self._index}))
-            self._open, self._tool = None, -1
+            self._open, self._tool, self._text_prefix = None, -1, b""
 
     def _finish(self, out: list[bytes]) -> None:
         if not self._started:
@@ -212,3 +292,4 @@ class HubToMessagesStream:
             etype, message = "api_error", str(err)
         out.append(_event("error", {"error": {"type": etype, "message": message}}))
         self.done = True
+        self._text_prefix = b""
