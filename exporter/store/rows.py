@@ -134,16 +134,20 @@ def _float(value: Any) -> float | None:
         return None
 
 
+_PLAIN_TYPES: Final = frozenset({str, int, float, bool, list, tuple, dict, type(None)})
+
+
 def _attrs_value(attrs: dict[str, Any], exclude: bool) -> dict[str, Any]:
     """The attributes as stored: a JSON object inside the row (the engines keep it as text), so
     the row is encoded once rather than holding a JSON string escaped inside JSON."""
     drop = CONTENT_ATTRIBUTES if exclude else BODY_ATTRIBUTES
-    if drop.isdisjoint(attrs):
-        for value in attrs.values():  # a plain loop: a generator in any() costs more per span
-            if isinstance(value, bytes):
-                break
-        else:
-            return attrs  # the common case: internal and client spans
+    if drop.isdisjoint(attrs) and (
+        # One C-level pass over the value types decides nearly every span; anything unusual
+        # (a bytes subclass, a custom type) takes the exact isinstance scan.
+        _PLAIN_TYPES.issuperset(map(type, attrs.values()))
+        or not any(isinstance(v, bytes) for v in attrs.values())
+    ):
+        return attrs  # the common case: internal and client spans
     clean: dict[str, Any] = {}
     for key, value in attrs.items():
         if key in drop:
