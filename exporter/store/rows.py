@@ -134,11 +134,19 @@ def _float(value: Any) -> float | None:
         return None
 
 
+_PLAIN_TYPES: Final = frozenset({str, int, float, bool, list, tuple, dict, type(None)})
+
+
 def _attrs_value(attrs: dict[str, Any], exclude: bool) -> dict[str, Any]:
     """The attributes as stored: a JSON object inside the row (the engines keep it as text), so
     the row is encoded once rather than holding a JSON string escaped inside JSON."""
     drop = CONTENT_ATTRIBUTES if exclude else BODY_ATTRIBUTES
-    if drop.isdisjoint(attrs) and not any(isinstance(v, bytes) for v in attrs.values()):
+    if drop.isdisjoint(attrs) and (
+        # One C-level pass over the value types decides nearly every span; anything unusual
+        # (a bytes subclass, a custom type) takes the exact isinstance scan.
+        _PLAIN_TYPES.issuperset(map(type, attrs.values()))
+        or not any(isinstance(v, bytes) for v in attrs.values())
+    ):
         return attrs  # the common case: internal and client spans
     clean: dict[str, Any] = {}
     for key, value in attrs.items():
@@ -266,21 +274,27 @@ def _preview(attrs: dict[str, Any]) -> str:
     return ""
 
 
-def span_row(span: Span, exclude: bool) -> SpanRow:
-    """The stored form of one span."""
+def span_row(span: Span, exclude: bool, trace_id: str | None = None) -> SpanRow:
+    """The stored form of one span (``trace_id``: its hex, when the caller has it already)."""
     ts = span.start_ns // 1000
+    message = span.status_message
+    if exclude:
+        message = ""
+    elif message.__class__ is not str or len(message) > 4096:  # the rare case, off the hot path
+        message = _text(message, 4096)
+    # Positional, in field order: keywords cost a lookup each, once per span.
     return SpanRow(
-        day=_day(ts),
-        ts=ts,
-        trace_id=span.trace_id.hex(),
-        span_id=span.span_id.hex(),
-        parent_span_id=span.parent_span_id.hex(),
-        name=span.name,
-        kind=span.kind,
-        duration_us=max(0, (span.end_ns - span.start_ns) // 1000),
-        status_code=span.status_code,
-        status_message="" if exclude else _text(span.status_message, 4096),
-        attributes=_attrs_value(span.attributes, exclude),
+        _day(ts),
+        ts,
+        trace_id if trace_id is not None else span.trace_id.hex(),
+        span.span_id.hex(),
+        span.parent_span_id.hex(),
+        span.name,
+        span.kind,
+        max(0, (span.end_ns - span.start_ns) // 1000),
+        span.status_code,
+        message,
+        _attrs_value(span.attributes, exclude),
     )
 
 
@@ -291,14 +305,17 @@ def build_rows(spans: Iterable[Span], exclude: bool = False) -> tuple[list[Reque
         by_trace.setdefault(span.trace_id, []).append(span)
     requests: list[RequestRow] = []
     span_rows: list[SpanRow] = []
-    for group in by_trace.values():
+    for trace_id, group in by_trace.items():
         root = next((s for s in group if s.kind == SPAN_KIND_SERVER), None)
         if root is not None:
             requests.append(request_row(root, group, exclude))
-        span_rows.extend(span_row(s, exclude) for s in group)
+        hex_id = trace_id.hex()
+        span_rows.extend([span_row(s, exclude, hex_id) for s in group])
     return requests, span_rows
 
 
 def encode_rows(rows: list[Any]) -> bytes:
-    """Newline-delimited JSON objects, one per row (``JSONEachRow``)."""
-    return b"\n".join(_encoder.encode(r) for r in rows)
+    """Newline-delimited JSON objects, one per row (``JSONEachRow``), each ending in a newline.
+
+    One ``encode_lines`` call into one buffer: half the cost of encoding row by row and joining."""
+    return _encoder.encode_lines(rows)
