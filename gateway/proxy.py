@@ -183,26 +183,39 @@ async def handle_llm(
             if attempt.relay is not None:
                 out.usage = attempt.relay.usage
                 out.events = attempt.relay.events
-    except GatewayError as exc:
-        out.status, out.error = exc.status, exc
-        if not isinstance(exc, ClientDisconnected):  # nobody left to answer
-            status, headers, err_body = surface.error_response(exc)
-            proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
-    except Exception:
-        # Our own bug, never the client's input: log it with the id the client sees.
-        log.exception("unhandled error in request %s", request_id)
-        internal = GatewayError("internal error")
-        out.status, out.error = 500, internal
-        status, headers, err_body = surface.error_response(internal)
-        proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
+    except Exception as exc:
+        answer_error(proto, surface, out, exc, request_id)
     finally:
-        metrics.inflight_dec()
-        if out.decision is not None and out.usage is not None:
-            # Token limits are charged with the real usage once the response (or stream) is done.
-            out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
-        cost = _record_metrics(rt, metrics, req, out)
+        cost = settle(rt, metrics, req, out)
         if tel.enabled:
             _record_trace(tel, scope.path, surface, req, out, cost)
+
+
+def answer_error(proto: Any, surface: Surface, out: Outcome, exc: Exception, request_id: str) -> None:
+    """The error tail of every model-call handler: record the outcome and answer in the
+    surface's own error shape (our own bugs as a logged 500, a client that left not at all).
+
+    Call it from the ``except`` block, so an unexpected exception is logged with its traceback."""
+    if isinstance(exc, GatewayError):
+        out.status, out.error = exc.status, exc
+        if isinstance(exc, ClientDisconnected):  # nobody left to answer
+            return
+    else:
+        # Our own bug, never the client's input: log it with the id the client sees.
+        log.exception("unhandled error in request %s", request_id)
+        exc = out.error = GatewayError("internal error")
+        out.status = 500
+    status, headers, err_body = surface.error_response(exc)
+    proto.response_bytes(status, [*headers, ("x-request-id", request_id)], err_body)
+
+
+def settle(rt: Runtime, metrics: Metrics, req: ParsedRequest | None, out: Outcome) -> float | None:
+    """A finished request's bookkeeping: in-flight gauge, token limits charged with the real
+    usage (once the response or stream is done), metrics. Returns the cost in USD (if priced)."""
+    metrics.inflight_dec()
+    if out.decision is not None and out.usage is not None:
+        out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
+    return _record_metrics(rt, metrics, req, out)
 
 
 async def _call_with_fallbacks(

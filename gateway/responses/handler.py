@@ -24,7 +24,6 @@ from granian.rsgi import ProtocolClosed, ProtocolError
 
 from gateway.attempt import Attempt
 from gateway.errors import (
-    ClientDisconnected,
     GatewayError,
     InvalidRequest,
     ModelNotFound,
@@ -37,9 +36,10 @@ from gateway.proxy import (
     SSE_HEADERS,
     Outcome,
     _call_with_fallbacks,
-    _record_metrics,
     _record_trace,
+    answer_error,
     read_body,
+    settle,
 )
 from gateway.responses.agent import AgentLoop, check_mcp_tools
 from gateway.responses.request import ResponsesRequest
@@ -153,22 +153,10 @@ async def handle_create(
                 out.body_out = encode(stage.response)
                 response_id = str(stage.response.get("id", ""))
             out.events = []
-    except GatewayError as exc:
-        out.status, out.error = exc.status, exc
-        if not isinstance(exc, ClientDisconnected):  # nobody left to answer
-            status, err_headers, err_body = RESPONSES.error_response(exc)
-            proto.response_bytes(status, [*err_headers, ("x-request-id", request_id)], err_body)
-    except Exception:
-        log.exception("unhandled error in request %s", request_id)
-        internal = GatewayError("internal error")
-        out.status, out.error = 500, internal
-        status, err_headers, err_body = RESPONSES.error_response(internal)
-        proto.response_bytes(status, [*err_headers, ("x-request-id", request_id)], err_body)
+    except Exception as exc:
+        answer_error(proto, RESPONSES, out, exc, request_id)
     finally:
-        metrics.inflight_dec()
-        if out.decision is not None and out.usage is not None:
-            out.decision.admission.charge_tokens(out.usage.total_tokens, rt.access.clock())
-        cost = _record_metrics(rt, metrics, req, out)
+        cost = settle(rt, metrics, req, out)
         if tel.enabled:
             native = out.target is not None and RESPONSES.api in out.target.urls
             agent = trail.record(
