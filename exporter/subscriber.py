@@ -389,9 +389,12 @@ class SpanSubscriber:
             self._in_flight.clear()
         try:
             if nc.is_connected:
-                await asyncio.wait_for(nc.drain(), max(deadline - time.monotonic(), 0.5))
-            else:
-                await asyncio.wait_for(nc.close(), 1.0)
+                # Acks and naks are publishes: flush them, then close. Not drain(): the pull
+                # subscription's queue may still hold replies nobody will process now (their
+                # messages are redelivered after ack_wait), so drain() would wait for them until
+                # its deadline and then have its task cancelled, a traceback at every such stop.
+                await nc.flush(timeout=max(deadline - time.monotonic(), 0.5))  # type: ignore[arg-type]
+            await asyncio.wait_for(nc.close(), 1.0)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             log.warning("exporter: draining the NATS connection failed: %r", exc)
             with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
