@@ -18,6 +18,7 @@ from granian.rsgi import ProtocolClosed, ProtocolError
 from gateway.access import Decision
 from gateway.attempt import Attempt, TTFTTimeout, run_attempt
 from gateway.body import ParsedRequest
+from gateway.deadline import sweeper
 from gateway.errors import (
     JSON_HEADERS,
     ClientDisconnected,
@@ -58,16 +59,31 @@ async def read_body(scope: Any, proto: Any, limit: int, timeout_s: float = 30.0)
         RequestTimeout: the body did not arrive within ``timeout_s`` (``server.body_timeout_s``).
         ClientDisconnected: the client closed the connection mid-body.
     """
+    # One sweep per loop instead of a timer per request (measured in gateway/deadline.py).
+    deadlines, task = sweeper()
+    deadlines.enter(task, timeout_s)
     try:
-        async with asyncio.timeout(timeout_s):
-            return await _read_body(scope, proto, limit)
-    except TimeoutError:
-        # The rest of the body may still be on its way: close the connection, never reuse it.
-        raise RequestTimeout(
-            f"request body not received within {timeout_s:g}s", headers=[("connection", "close")]
-        ) from None
-    except (ProtocolClosed, ProtocolError):
-        raise ClientDisconnected("the client closed the connection while sending the body") from None
+        body = await _read_body(scope, proto, limit)
+    except BaseException as exc:
+        # The sweep's cancel, unless someone else (shutdown) cancelled the task too.
+        if deadlines.leave(task) and task.uncancel() == 0:
+            raise _body_timeout(timeout_s) from None
+        if isinstance(exc, ProtocolClosed | ProtocolError):
+            raise ClientDisconnected("the client closed the connection while sending the body") from None
+        raise
+    if deadlines.leave(task):
+        # The deadline passed as the last bytes arrived and the cancel is still pending:
+        # answer the timeout now, before an await would deliver it somewhere else.
+        task.uncancel()
+        raise _body_timeout(timeout_s)
+    return body
+
+
+def _body_timeout(timeout_s: float) -> RequestTimeout:
+    # The rest of the body may still be on its way: close the connection, never reuse it.
+    return RequestTimeout(
+        f"request body not received within {timeout_s:g}s", headers=[("connection", "close")]
+    )
 
 
 async def _read_body(scope: Any, proto: Any, limit: int) -> bytes:
