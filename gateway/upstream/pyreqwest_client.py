@@ -104,6 +104,7 @@ class PyreqwestUpstream:
             .tcp_nodelay(True)
             .build()
         )
+        self._timeouts: dict[float, timedelta] = {}
 
     async def send(
         self,
@@ -116,7 +117,11 @@ class PyreqwestUpstream:
     ) -> _Response:
         builder = self._client.post(url).headers(headers).body_bytes(body)
         if timeout_s is not None:
-            builder = builder.timeout(timedelta(seconds=timeout_s))
+            # A timedelta per request measured 0.9 µs; targets have a handful of timeouts.
+            td = self._timeouts.get(timeout_s)
+            if td is None:
+                td = self._timeouts[timeout_s] = timedelta(seconds=timeout_s)
+            builder = builder.timeout(td)
         try:
             if not stream:
                 resp = await builder.build().send()
