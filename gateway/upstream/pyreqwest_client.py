@@ -56,14 +56,17 @@ class _Response:
         return [(k, headers[k]) for k in RELAYED_HEADERS if k in headers]
 
     async def read(self) -> bytes:
+        if self._ctx is None:  # not streamed: nothing to close (no aclose coroutine per request)
+            try:
+                return (await self._resp.bytes()).to_bytes()
+            except RequestError as exc:
+                raise _translate(exc, self._url) from None
         try:
-            if self._ctx is not None:
-                reader = self._resp.body_reader
-                parts = []
-                while (chunk := await reader.read_chunk()) is not None:
-                    parts.append(chunk.to_bytes())
-                return b"".join(parts)
-            return (await self._resp.bytes()).to_bytes()
+            reader = self._resp.body_reader
+            parts = []
+            while (chunk := await reader.read_chunk()) is not None:
+                parts.append(chunk.to_bytes())
+            return b"".join(parts)
         except RequestError as exc:
             raise _translate(exc, self._url) from None
         finally:
