@@ -156,16 +156,18 @@ async def handle_llm(
     ``/v1/completions``, ``/v1/embeddings``, ... The surface decodes the request and encodes
     the response and errors; everything in between is the same for all of them."""
     metrics.inflight_inc()
-    out = Outcome.start(scope.headers.get("traceparent"))
+    # granian builds a new headers object on every ``scope.headers`` (0.18 µs measured): once.
+    headers_in = scope.headers
+    out = Outcome.start(headers_in.get("traceparent"))
     request_id = out.trace_id.hex()
     req: ParsedRequest | None = None
     try:
         body = await read_body(scope, proto, rt.max_body_bytes, rt.config.server.body_timeout_s)
-        req = surface.parse(body, scope.headers)
+        req = surface.parse(body, headers_in)
 
         out.auth_start_pc = perf_counter_ns()
         try:
-            decision = out.decision = rt.access.check(scope.headers.get, req.model)
+            decision = out.decision = rt.access.check(headers_in.get, req.model)
         except GatewayError:
             out.failed_phase = PHASE_AUTH
             raise
