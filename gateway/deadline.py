@@ -2,9 +2,9 @@
 
 ``asyncio.timeout`` costs a ``Timeout`` object, a timer handle scheduled and cancelled, and
 three ``get_running_loop()`` calls, each a ``getpid()`` syscall on Python 3.11, for every
-request, although a body read almost never times out. Measured with callgrind on the
-in-process request path: 28,700 instructions per request (11 % of the bare gateway's),
-syscalls not counted. A :class:`Sweeper` instead keeps ``task → deadline`` in a dict and
+request, although a body read almost never times out: 5.1 µs per request measured on uvloop,
+against 0.6 µs for this sweep (callgrind on the in-process request path: 264 k → 241 k
+instructions per request, syscalls not counted). A :class:`Sweeper` keeps ``task → deadline`` in a dict and
 checks it every :data:`TICK_S` while anything is registered: a deadline fires between
 ``timeout_s`` and ``timeout_s + TICK_S`` after it was set, which is all a 30 s body timeout
 needs.
