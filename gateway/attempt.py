@@ -158,7 +158,6 @@ async def run_attempt(
         raise UpstreamStatus(resp.status, err, resp.content_type, resp.relayed_headers, target.provider.type)
 
     attempt = Attempt()
-    attempt.relayed_headers = resp.relayed_headers
     content_type = resp.content_type or ""
     if not req.stream or not content_type.startswith("text/event-stream"):
         data = await resp.read()

@@ -18,6 +18,7 @@ from granian.rsgi import ProtocolClosed, ProtocolError
 from gateway.access import Decision
 from gateway.attempt import Attempt, TTFTTimeout, run_attempt
 from gateway.body import ParsedRequest
+from gateway.deadline import sweeper
 from gateway.errors import (
     JSON_HEADERS,
     ClientDisconnected,
@@ -58,28 +59,44 @@ async def read_body(scope: Any, proto: Any, limit: int, timeout_s: float = 30.0)
         RequestTimeout: the body did not arrive within ``timeout_s`` (``server.body_timeout_s``).
         ClientDisconnected: the client closed the connection mid-body.
     """
+    # One sweep per loop instead of a timer per request (measured in gateway/deadline.py).
+    deadlines, task = sweeper()
+    deadlines.enter(task, timeout_s)
     try:
-        async with asyncio.timeout(timeout_s):
-            return await _read_body(scope, proto, limit)
-    except TimeoutError:
-        # The rest of the body may still be on its way: close the connection, never reuse it.
-        raise RequestTimeout(
-            f"request body not received within {timeout_s:g}s", headers=[("connection", "close")]
-        ) from None
-    except (ProtocolClosed, ProtocolError):
-        raise ClientDisconnected("the client closed the connection while sending the body") from None
+        declared = scope.headers.get("content-length")
+        if declared is None:
+            body = await _read_chunked(proto, limit)
+        else:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise InvalidRequest("invalid content-length header", code="invalid_header") from None
+            if size > limit:
+                raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes")
+            body = await proto()  # awaited here, not in a helper: one coroutine less per request
+    except BaseException as exc:
+        # The sweep's cancel, unless someone else (shutdown) cancelled the task too.
+        if deadlines.leave(task) and task.uncancel() == 0:
+            raise _body_timeout(timeout_s) from None
+        if isinstance(exc, ProtocolClosed | ProtocolError):
+            raise ClientDisconnected("the client closed the connection while sending the body") from None
+        raise
+    if deadlines.leave(task):
+        # The deadline passed as the last bytes arrived and the cancel is still pending:
+        # answer the timeout now, before an await would deliver it somewhere else.
+        task.uncancel()
+        raise _body_timeout(timeout_s)
+    return body
 
 
-async def _read_body(scope: Any, proto: Any, limit: int) -> bytes:
-    declared = scope.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise InvalidRequest("invalid content-length header", code="invalid_header") from None
-        if size > limit:
-            raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes")
-        return await proto()
+def _body_timeout(timeout_s: float) -> RequestTimeout:
+    # The rest of the body may still be on its way: close the connection, never reuse it.
+    return RequestTimeout(
+        f"request body not received within {timeout_s:g}s", headers=[("connection", "close")]
+    )
+
+
+async def _read_chunked(proto: Any, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     async for chunk in proto:  # chunked upload: count as it arrives
@@ -139,16 +156,18 @@ async def handle_llm(
     ``/v1/completions``, ``/v1/embeddings``, ... The surface decodes the request and encodes
     the response and errors; everything in between is the same for all of them."""
     metrics.inflight_inc()
-    out = Outcome.start(scope.headers.get("traceparent"))
+    # granian builds a new headers object on every ``scope.headers`` (0.18 µs measured): once.
+    headers_in = scope.headers
+    out = Outcome.start(headers_in.get("traceparent"))
     request_id = out.trace_id.hex()
     req: ParsedRequest | None = None
     try:
         body = await read_body(scope, proto, rt.max_body_bytes, rt.config.server.body_timeout_s)
-        req = surface.parse(body, scope.headers)
+        req = surface.parse(body, headers_in)
 
         out.auth_start_pc = perf_counter_ns()
         try:
-            decision = out.decision = rt.access.check(scope.headers.get, req.model)
+            decision = out.decision = rt.access.check(headers_in.get, req.model)
         except GatewayError:
             out.failed_phase = PHASE_AUTH
             raise

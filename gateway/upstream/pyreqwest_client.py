@@ -37,7 +37,7 @@ def _translate(exc: RequestError, url: str) -> Exception:
 
 
 class _Response:
-    __slots__ = ("status", "content_type", "relayed_headers", "_resp", "_reader", "_ctx", "_url")
+    __slots__ = ("status", "content_type", "_resp", "_reader", "_ctx", "_url")
 
     def __init__(self, resp: Any, ctx: Any, url: str) -> None:
         self._resp = resp
@@ -45,19 +45,28 @@ class _Response:
         self._reader: Any = None
         self._url = url
         self.status: int = resp.status
-        headers = resp.headers
-        self.content_type: str | None = headers.get("content-type")
-        self.relayed_headers = [(k, headers[k]) for k in RELAYED_HEADERS if k in headers]
+        # One header by name, without building the response's HeaderMap (callgrind: 10,700
+        # instructions per request less with the relayed headers below read only when needed).
+        self.content_type: str | None = resp.get_header("content-type")
+
+    @property
+    def relayed_headers(self) -> list[tuple[str, str]]:
+        """The provider's headers worth relaying (read on demand: only error answers use them)."""
+        headers = self._resp.headers
+        return [(k, headers[k]) for k in RELAYED_HEADERS if k in headers]
 
     async def read(self) -> bytes:
+        if self._ctx is None:  # not streamed: nothing to close (no aclose coroutine per request)
+            try:
+                return (await self._resp.bytes()).to_bytes()
+            except RequestError as exc:
+                raise _translate(exc, self._url) from None
         try:
-            if self._ctx is not None:
-                reader = self._resp.body_reader
-                parts = []
-                while (chunk := await reader.read_chunk()) is not None:
-                    parts.append(chunk.to_bytes())
-                return b"".join(parts)
-            return (await self._resp.bytes()).to_bytes()
+            reader = self._resp.body_reader
+            parts = []
+            while (chunk := await reader.read_chunk()) is not None:
+                parts.append(chunk.to_bytes())
+            return b"".join(parts)
         except RequestError as exc:
             raise _translate(exc, self._url) from None
         finally:
@@ -98,6 +107,7 @@ class PyreqwestUpstream:
             .tcp_nodelay(True)
             .build()
         )
+        self._timeouts: dict[float, timedelta] = {}
 
     async def send(
         self,
@@ -110,7 +120,11 @@ class PyreqwestUpstream:
     ) -> _Response:
         builder = self._client.post(url).headers(headers).body_bytes(body)
         if timeout_s is not None:
-            builder = builder.timeout(timedelta(seconds=timeout_s))
+            # A timedelta per request measured 0.9 µs; targets have a handful of timeouts.
+            td = self._timeouts.get(timeout_s)
+            if td is None:
+                td = self._timeouts[timeout_s] = timedelta(seconds=timeout_s)
+            builder = builder.timeout(td)
         try:
             if not stream:
                 resp = await builder.build().send()

@@ -260,3 +260,11 @@ def test_assemble_stream_usage_override() -> None:
     body, summary = enrich.assemble_stream(chunks, usage=(5, 1))
     assert json.loads(body)["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
     assert (summary.input_tokens, summary.output_tokens) == (5, 1)
+
+
+def test_format_traceparent_equals_the_formatted_version_for_every_flag() -> None:
+    from gateway.telemetry.spans import format_traceparent
+
+    trace_id, span_id = bytes(range(16)), bytes(range(8, 16))
+    for flags in range(256):
+        assert format_traceparent(trace_id, span_id, flags) == f"00-{trace_id.hex()}-{span_id.hex()}-{flags:02x}"

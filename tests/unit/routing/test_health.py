@@ -68,3 +68,39 @@ def test_score_is_a_mean_over_time_and_call_windows() -> None:
     assert h.score(61.5) == 4.0  # the sample of t=1 left the 60 s window
     assert h.score(63.5) == 5.0
     assert h.score(64.5) is None  # no recent data at all
+
+
+def _record_by_prune_and_refresh(h: TargetHealth, ok: bool, score: float | None, now: float) -> None:
+    """``record`` as it was before its hot path was inlined: the reference."""
+    h._prune(now, room=1)
+    s = score if ok and score is not None and score >= 0 else -1.0
+    h._samples.append((now, ok, s))
+    if s >= 0:
+        h._score_sum += s
+        h._n_score += 1
+    h._refresh()
+    if ok:
+        h.consecutive_failures = 0
+    else:  # the breaker never trips under the test's policy
+        h._n_fail += 1
+        h.consecutive_failures += 1
+
+
+def test_record_statistics_equal_prune_then_refresh() -> None:
+    import random
+
+    rng = random.Random(7)
+    policy = BreakerPolicy(window_s=5.0, window_calls=30, consecutive_failures=10**6, min_calls=10**6)
+    fast, ref = TargetHealth(policy), TargetHealth(policy)
+    now = 0.0
+    for _ in range(2000):
+        now += rng.choice((0.001, 0.01, 0.3, 2.0))
+        ok = rng.random() < 0.8
+        score = rng.choice((None, -1.0, rng.random()))
+        fast.record(ok, score, now)
+        _record_by_prune_and_refresh(ref, ok, score, now)
+        assert list(fast._samples) == list(ref._samples)
+        assert (fast._n_fail, fast._n_score, fast.mean, fast.expires_at) == (
+            ref._n_fail, ref._n_score, ref.mean, ref.expires_at
+        )  # fmt: skip
+        assert abs(fast._score_sum - ref._score_sum) < 1e-9
