@@ -422,26 +422,31 @@ async def _relay_stream(
 
     watcher.add_done_callback(on_disconnect)
     transport = proto.response_stream(200, [*SSE_HEADERS, *headers])
+    # Per chunk only what the bare relay does (read, to_bytes, send) plus the stage's feed:
+    # bound-method locals, the stage's ``done`` attribute, the library's reader with its errors
+    # translated around the loop (callgrind: -19 % instructions per stream, bench/micro_relay.py).
+    relay, feed, send = attempt.relay, attempt.feed, transport.send_bytes
     try:
         if attempt.first_out:
-            await transport.send_bytes(attempt.first_out)
-        while not attempt.stream_complete:
-            try:
-                chunk = await resp.next_chunk()
-            except GatewayError as exc:
-                # Headers (and events) are already sent: end with an error event, never silently.
-                await transport.send_bytes(surface.stream_error(exc))
-                return
-            if chunk is None:
-                break
-            out = attempt.feed(chunk)
-            if out:
-                await transport.send_bytes(out)
-        tail = attempt.relay.flush()
+            await send(attempt.first_out)
+        read_chunk = resp.chunk_reader()
+        try:
+            while not relay.done:
+                chunk = await read_chunk()
+                if chunk is None:
+                    break
+                out = feed(chunk.to_bytes())
+                if out:
+                    await send(out)
+        except resp.read_errors as exc:
+            # Headers (and events) are already sent: end with an error event, never silently.
+            await send(surface.stream_error(resp.translate(exc)))
+            return
+        tail = relay.flush()
         if tail:
-            await transport.send_bytes(tail)
-        if not attempt.stream_complete:
-            await transport.send_bytes(
+            await send(tail)
+        if not relay.done:
+            await send(
                 surface.stream_error(
                     GatewayError("the provider ended the stream early", code="stream_truncated")
                 )

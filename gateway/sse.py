@@ -45,12 +45,19 @@ def usage_of(body: bytes) -> Usage | None:
 
 _SEP = b"\n\n"
 _DATA = b"data:"
+_USAGE = b'"usage"'
+_USAGE_NULL = b'"usage":null'
+_DONE_LINE = b"[DONE]\n"  # a JSON string cannot hold a raw newline: only the data line ``[DONE]``
 
 
 class StreamRelay:
-    """Stateful, sans-IO: ``feed`` upstream bytes, get the bytes to send to the client."""
+    """Stateful, sans-IO: ``feed`` upstream bytes, get the bytes to send to the client.
 
-    __slots__ = ("_tail", "_strip_usage", "usage", "events", "keep_events", "saw_done")
+    ``done`` turns true once the ``[DONE]`` event has been relayed (a plain attribute: the
+    relay loop reads it per chunk).
+    """
+
+    __slots__ = ("_tail", "_strip_usage", "usage", "events", "keep_events", "done")
 
     def __init__(self, strip_usage: bool, keep_events: bool = False) -> None:
         self._tail = b""
@@ -58,32 +65,41 @@ class StreamRelay:
         self.usage: Usage | None = None
         self.keep_events = keep_events
         self.events: list[bytes] = []  # complete event blocks, kept for telemetry when asked
-        self.saw_done = False
+        self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the complete events in ``tail + chunk`` (possibly empty), minus a stripped usage event."""
+        # Shaped for the usual chunk (whole events, "usage":null) at ~0.4 us instead of ~1.1 us
+        # (bench/micro_relay.py). Only methods that take their argument directly (METH_O
+        # ``rpartition``, slicing): ``in`` on bytes first tries the needle as an int and formats
+        # an exception each time, and ``find``/``endswith``/``count`` parse a format string per
+        # call; both cost more than the scans. ``rpartition`` of an absent needle copies nothing.
         data = self._tail + chunk if self._tail else chunk
-        # Some servers end lines with CRLF; normalise so event splitting has one rule. (No copy
-        # when there is none. Here and below, methods that take their argument directly: ``in``
-        # on bytes first tries the needle as an int and formats an exception each time, and
-        # ``find``/``endswith`` parse a format string per call; both cost more than the scans.)
-        data = data.replace(b"\r\n", b"\n")
-        head, sep, tail = data.rpartition(_SEP)
-        if not sep:
-            self._tail = data
-            return b""
-        if tail:
-            complete = head + sep
-            self._tail = tail
-        else:  # the usual chunk: whole events
+        if data.rpartition(b"\r")[1]:  # some servers end lines with CRLF: one rule for splitting
+            data = data.replace(b"\r\n", b"\n")
+        if data[-2:] == _SEP:  # the usual chunk: whole events
             complete = data
             self._tail = b""
-        if _carries_usage(complete):
+        else:
+            head, sep, tail = data.rpartition(_SEP)
+            if not sep:
+                self._tail = data
+                return b""
+            complete = head + sep
+            self._tail = tail
+        # Decode only a block where some "usage" is not null (see _carries_usage); the usual
+        # block has exactly one "usage":null, which two scans of absent needles rule out.
+        head, sep, rest = complete.rpartition(_USAGE_NULL)
+        if (
+            (rest.rpartition(_USAGE)[1] or head.rpartition(_USAGE)[1])
+            if sep
+            else complete.rpartition(_USAGE)[1]
+        ) and _carries_usage(complete):
             complete = self._read_usage(complete)
         if self.keep_events:
             self.events.append(complete)
-        if not self.saw_done and complete.rpartition(b"[DONE]")[1]:
-            self.saw_done = True
+        if not self.done and complete.rpartition(_DONE_LINE)[1]:
+            self.done = True
         return complete
 
     @property

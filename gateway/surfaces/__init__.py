@@ -144,7 +144,7 @@ class StreamChain:
     only when tracing wants them.
     """
 
-    __slots__ = ("first", "relay", "last", "keep_events", "events", "_fast")
+    __slots__ = ("first", "relay", "last", "keep_events", "events", "_fast", "_end", "done")
 
     def __init__(
         self, first: StreamStage | None, relay: StreamRelay, last: StreamStage | None, keep_events: bool
@@ -158,18 +158,14 @@ class StreamChain:
         # A last stage may recognise a hub chunk that the relay would pass unchanged (whole
         # events, no usage) and translate it directly: ``feed_text(chunk) -> bytes | None``.
         self._fast = getattr(last, "feed_text", None) if first is None else None
+        # The stage whose end marker ends the stream. ``done`` is copied from it after every
+        # feed, a plain attribute because the relay loop reads it per chunk.
+        self._end: Any = last if last is not None else first if first is not None else relay
+        self.done = False
 
     @property
     def usage(self) -> Usage | None:
         return self.relay.usage
-
-    @property
-    def done(self) -> bool:
-        if self.last is not None:
-            return self.last.done
-        if self.first is not None:
-            return self.first.done
-        return self.relay.saw_done
 
     def feed(self, chunk: bytes) -> bytes:
         """Upstream bytes → the client bytes they complete."""
@@ -178,23 +174,28 @@ class StreamChain:
             if out is not None:  # the relay would have passed it on untouched
                 if self.keep_events:
                     self.events.append(out)
+                self.done = self._end.done
                 return out
         if self.first is not None:
             chunk = self.first.feed(chunk)
             if not chunk:
+                self.done = self._end.done
                 return b""
         chunk = self.relay.feed(chunk)
         if self.last is not None and chunk:
             chunk = self.last.feed(chunk)
             if self.keep_events and chunk:
                 self.events.append(chunk)
+        self.done = self._end.done
         return chunk
 
     def flush(self) -> bytes:
         tail = self.relay.flush()
         if self.last is None:
+            self.done = self._end.done
             return tail
         out = (self.last.feed(tail) if tail else b"") + self.last.flush()
         if self.keep_events and out:
             self.events.append(out)
+        self.done = self._end.done
         return out

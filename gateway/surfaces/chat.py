@@ -23,13 +23,9 @@ _decode = msgspec.json.Decoder().decode
 
 
 class ChatRelay(StreamRelay):
-    """The native OpenAI stream relay, with the ``done`` every stream stage reports."""
+    """The native OpenAI stream relay (its ``done`` is the one every stream stage reports)."""
 
     __slots__ = ()
-
-    @property
-    def done(self) -> bool:
-        return self.saw_done
 
 
 class OpenAISurface(Surface):

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
 from gateway.config import ProviderConfig
-from gateway.errors import UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.upstream import RELAYED_HEADERS, origin
 from gateway.upstream.tls import ssl_context
 
 
-def _translate(exc: BaseException, url: str) -> Exception:
+def _translate(exc: BaseException, url: str) -> GatewayError:
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout(f"the provider at {origin(url)} did not answer in time")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -20,8 +21,25 @@ def _translate(exc: BaseException, url: str) -> Exception:
     return UpstreamUnreachable(f"the provider at {origin(url)} failed: {type(exc).__name__}")
 
 
+class _Chunk:
+    """A read's bytes in the shape the relay loop takes (pyreqwest's ``Buffer.to_bytes``)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def to_bytes(self) -> bytes:
+        return self._data
+
+
 class _Response:
     __slots__ = ("status", "content_type", "relayed_headers", "_resp", "_url")
+
+    # aiohttp keeps a read's exception in the response's StreamReader: raised through the relay
+    # loop, its traceback would tie the loop's frame (and granian's transport, whose release ends
+    # the client's stream) into a cycle only the GC frees. So ``_read_chunk`` translates it here.
+    read_errors: tuple[type[BaseException], ...] = (UpstreamError,)
 
     def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
         self._resp = resp
@@ -44,6 +62,20 @@ class _Response:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _translate(exc, self._url) from None
         return chunk or None
+
+    def chunk_reader(self) -> Callable[[], Awaitable[_Chunk | None]]:
+        return self._read_chunk
+
+    async def _read_chunk(self) -> _Chunk | None:
+        try:
+            chunk = await self._resp.content.readany()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _translate(exc, self._url) from None
+        return _Chunk(chunk) if chunk else None
+
+    def translate(self, exc: BaseException) -> GatewayError:
+        assert isinstance(exc, GatewayError)  # noqa: S101 - already translated by _read_chunk
+        return exc
 
     async def aclose(self) -> None:
         # close() rather than release(): an unfinished body must not go back to the pool.

@@ -21,12 +21,12 @@ from pyreqwest.exceptions import (
 )
 
 from gateway.config import ProviderConfig
-from gateway.errors import UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 from gateway.upstream import RELAYED_HEADERS, origin
 from gateway.upstream.tls import read_ca_file
 
 
-def _translate(exc: RequestError, url: str) -> Exception:
+def _translate(exc: RequestError, url: str) -> GatewayError:
     if isinstance(exc, ConnectTimeoutError | PoolTimeoutError):
         return UpstreamTimeout(f"timed out connecting to the provider at {origin(url)}")
     if isinstance(exc, RequestTimeoutError):
@@ -38,6 +38,8 @@ def _translate(exc: RequestError, url: str) -> Exception:
 
 class _Response:
     __slots__ = ("status", "content_type", "_resp", "_reader", "_ctx", "_url")
+
+    read_errors: tuple[type[BaseException], ...] = (RequestError,)
 
     def __init__(self, resp: Any, ctx: Any, url: str) -> None:
         self._resp = resp
@@ -80,6 +82,15 @@ class _Response:
         except RequestError as exc:
             raise _translate(exc, self._url) from None
         return None if chunk is None else chunk.to_bytes()  # half the cost of bytes(chunk)
+
+    def chunk_reader(self) -> Any:
+        if self._reader is None:
+            self._reader = self._resp.body_reader
+        return self._reader.read_chunk
+
+    def translate(self, exc: BaseException) -> GatewayError:
+        assert isinstance(exc, RequestError)  # noqa: S101 - only ever one of read_errors
+        return _translate(exc, self._url)
 
     async def aclose(self) -> None:
         ctx, self._ctx = self._ctx, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -126,6 +127,18 @@ def test_stream_cut_mid_way_ends_with_error_event(gateway: Proc) -> None:
         lines = [ln for ln in r.iter_lines() if ln.startswith("data:")]
     assert '"error"' in lines[-1], "a cut stream must end with an error event, never silently"
     assert "[DONE]" not in lines[-1]
+
+
+def test_stream_silent_mid_way_ends_with_timeout_event(gateway: Proc) -> None:
+    started = time.monotonic()
+    with httpx.stream(
+        "POST", gateway.url + CHAT, json={"model": "mock/stall-2", "messages": [], "stream": True}, timeout=10
+    ) as r:
+        assert r.status_code == 200
+        lines = [ln for ln in r.iter_lines() if ln.startswith("data:")]
+    assert len(lines) == 3 and time.monotonic() - started < 5.0  # two events, then the read timeout
+    err = json.loads(lines[-1].removeprefix("data: "))["error"]
+    assert err["code"] == "upstream_timeout", err  # the client library's error, translated
 
 
 def test_gateway_stays_healthy_after_bad_input(gateway: Proc) -> None:

@@ -55,7 +55,7 @@ def test_relay_at_every_split_point(strip: bool) -> None:
         relay = StreamRelay(strip_usage=strip)
         out = relay.feed(EVENTS[:cut]) + relay.feed(EVENTS[cut:]) + relay.flush()
         assert relay.usage is not None and relay.usage.total_tokens == 5
-        assert relay.saw_done
+        assert relay.done
         if strip:
             assert b'"usage"' not in out and out.endswith(b"data: [DONE]\n\n") and b'"content":"a"' in out
         else:
@@ -100,7 +100,7 @@ def test_relay_passes_null_usage_chunks_and_reads_the_final_one(sep: str) -> Non
     assert relay.usage is None
     out += relay.feed(_FINAL_USAGE + b"data: [DONE]\n\n")
     assert out == b"".join(chunks) + b"data: [DONE]\n\n"  # null-usage chunks pass untouched
-    assert relay.usage == sse.Usage(4, 2, 6) and relay.saw_done
+    assert relay.usage == sse.Usage(4, 2, 6) and relay.done
 
 
 @pytest.mark.parametrize("sep", ["", " "])
@@ -125,3 +125,40 @@ def test_relay_without_keep_events_holds_none() -> None:
     relay = StreamRelay(strip_usage=True)
     relay.feed(_openai_chunk("a") + _FINAL_USAGE)
     assert relay.events == [] and relay.usage is not None
+
+
+def test_a_token_spelled_done_does_not_end_the_stream() -> None:
+    relay = StreamRelay(strip_usage=True)
+    relay.feed(_openai_chunk("[DONE]") + _openai_chunk("[DONE]\\n"))  # JSON escapes a newline
+    assert not relay.done
+    relay.feed(b"data: [DONE]\n\n")
+    assert relay.done
+
+
+def _realistic_stream() -> list[bytes]:
+    from bench import openai_shapes
+
+    words = [f"tok{i} " for i in range(40)]
+    return list(openai_shapes.chat_stream("gpt-4o-2024-08-06", words, 12, include_usage=True))
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+@pytest.mark.parametrize("strip", [True, False])
+def test_relay_output_is_the_stream_whatever_the_chunking(strip: bool, crlf: bool) -> None:
+    """The whole-event fast path and the split path give the same bytes, usage and end."""
+    import random
+
+    events = _realistic_stream()
+    whole = b"".join(events)
+    usage_event = next(e for e in events if b'"usage":{' in e)
+    expected = whole.replace(usage_event, b"") if strip else whole
+    if crlf:
+        whole = whole.replace(b"\n", b"\r\n")
+    rng = random.Random(7)
+    for _ in range(60):
+        cuts = sorted(rng.sample(range(1, len(whole)), rng.randint(0, 80)))
+        pieces = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+        relay = StreamRelay(strip_usage=strip, keep_events=True)
+        out = b"".join(relay.feed(p) for p in pieces) + relay.flush()
+        assert out == expected and b"".join(relay.events) == expected
+        assert relay.done and relay.usage == sse.Usage(12, 40, 52)

@@ -229,6 +229,26 @@ def test_native_relay_passes_bytes_and_reads_usage() -> None:
     assert err.done and err.usage is not None and err.usage.prompt_tokens == 5
 
 
+@pytest.mark.parametrize("crlf", [False, True])
+def test_native_relay_same_at_any_chunking(crlf: bool) -> None:
+    """Whole-event chunks (the fast path) and cut ones relay the same bytes, usage and end."""
+    import random
+
+    data = (FIXTURES / "anthropic" / "tools.sse").read_bytes()
+    sent = data.replace(b"\n", b"\r\n") if crlf else data
+    events = [e + b"\n\n" for e in sent.split(b"\n\n" if not crlf else b"\r\n\r\n") if e]
+    rng = random.Random(3)
+    chunkings = [events, [sent[i : i + 5] for i in range(0, len(sent), 5)]]
+    for _ in range(30):
+        cuts = sorted(rng.sample(range(1, len(sent)), rng.randint(1, 40)))
+        chunkings.append([sent[a:b] for a, b in zip([0, *cuts], [*cuts, len(sent)], strict=True)])
+    for pieces in chunkings:
+        relay = MessagesRelay(keep_events=True)
+        out = b"".join(relay.feed(p) for p in pieces) + relay.flush()
+        assert out == data and relay.done
+        assert relay.usage is not None and (relay.usage.prompt_tokens, relay.usage.completion_tokens) == (120, 45)
+
+
 # --- errors and estimates -------------------------------------------------------------------------
 
 
