@@ -10,7 +10,7 @@ mapped the same way.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -323,6 +323,34 @@ def _decode_all(
     return out
 
 
+_DATA: Final = b"data: "
+_DONE_TAIL: Final = b"\n\ndata: [DONE]\n\n"
+
+
+def canonical_array(body: bytes) -> bytes | None:
+    """The payloads of a stream as one JSON array text, when the stream is in the canonical form.
+
+    Canonical is how OpenAI-compatible servers write it: every event one ``data: <JSON>`` line
+    and a blank line, optionally closed by ``data: [DONE]``. Two C-level passes (``replace`` and
+    a newline scan) instead of splitting into lines and stripping each: measured 2.5x cheaper
+    than :func:`sse_payloads` on a 40-event stream. ``None`` when the stream has any other line
+    (the caller then reads it line by line). A text that does not decode (an empty or ``[DONE]``
+    payload mid-stream, a stray control character) must also send the caller to that path.
+    """
+    if not body.startswith(_DATA):
+        return None
+    if body.endswith(_DONE_TAIL):
+        inner = body[6 : -len(_DONE_TAIL)]
+    elif body.endswith(b"\n\n"):
+        inner = body[6:-2]
+    else:
+        return None
+    inner = inner.replace(b"\n\ndata: ", b",")
+    if not inner or b"\n" in inner:  # another kind of line, or a data line without its blank line
+        return None
+    return b"[" + inner + b"]"
+
+
 def json_events(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
     """The JSON objects an SSE stream's events carry; undecodable ones skipped and counted."""
     for event in _decode_all(sse_payloads(chunks), _decode, _decode):
@@ -438,7 +466,17 @@ def assemble_chat_stream(
     usage_doc: dict[str, Any] | None = None
     choices: dict[int, _Acc] = {}
     is_text = False
-    for c in _decode_all(sse_payloads(chunks), _decode_chunks, _decode_chunk):
+    raw = b"".join(chunks)
+    decoded: list[_Chunk] | None = None
+    array = canonical_array(raw)
+    if array is not None:
+        try:
+            decoded = _decode_chunks(array)
+        except DECODE_ERRORS:
+            pass  # read line by line below: the same events, the bad ones skipped and counted
+    if decoded is None:
+        decoded = _decode_all(sse_payloads((raw,)), _decode_chunks, _decode_chunk)
+    for c in decoded:
         if first is None or first.id is None:
             first = c
         if c.usage is not None:
@@ -447,7 +485,33 @@ def assemble_chat_stream(
             acc = choices.get(ch.index)
             if acc is None:
                 acc = choices[ch.index] = _Acc()
+            d = ch.delta
+            if (
+                d is not None
+                and ch.text is None
+                and ch.finish_reason is None
+                and d.role is None
+                and d.refusal is None
+                and d.reasoning_content is None
+                and d.tool_calls is None
+            ):
+                # Most chunks carry only a piece of content: folded here without a call to
+                # _merge (41 calls per 40-event stream, ~10% of the assembly's CPU).
+                if d.content:
+                    acc.content.append(d.content)
+                continue
             is_text = _merge(acc, ch) or is_text
+    return _document(first, usage_doc, choices, is_text, usage)
+
+
+def _document(
+    first: _Chunk | None,
+    usage_doc: dict[str, Any] | None,
+    choices: dict[int, _Acc],
+    is_text: bool,
+    usage: tuple[int | None, int | None] | None,
+) -> dict[str, Any]:
+    """The response object from the folded stream (see :func:`assemble_chat_stream`)."""
     out_choices: list[dict[str, Any]] = []
     for index in sorted(choices):
         acc = choices[index]
