@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from bench.exporter_throughput import _TOOLS_SSE
@@ -147,3 +148,132 @@ def test_client_attributes_from_the_template_equal_the_built_ones() -> None:
                             got = client_attributes(attempt, endpoint, stream)
                             assert list(got.items()) == list(expected.items())
                             got["changed"] = True  # the caller's copy: never the template
+
+
+# --- a chat completion's output and response info in one typed decode ---------------------------
+
+
+def _response(*choices: Any, **top: Any) -> bytes:
+    doc = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o", **top}
+    if choices != (None,):
+        doc["choices"] = list(choices)
+    return json.dumps(doc).encode()
+
+
+def _choice(index: Any = 0, finish: Any = "stop", **message: Any) -> dict[str, Any]:
+    return {"index": index, "message": {"role": "assistant", **message}, "finish_reason": finish}
+
+
+_DETAILS = {
+    "prompt_tokens_details": {"cached_tokens": 5},
+    "completion_tokens_details": {"reasoning_tokens": 2},
+}
+
+RESPONSES: dict[str, bytes] = {
+    "plain": _response(_choice(content="Hello", refusal=None, annotations=[])),
+    "usage": _response(_choice(content="x"), usage={"prompt_tokens": 3, "completion_tokens": 4, **_DETAILS}),
+    "usage by input/output names": _response(
+        _choice(content="x"), usage={"input_tokens": 1, "output_tokens": 2}
+    ),
+    "usage not an object": _response(_choice(content="x"), usage="many"),
+    "details not objects": _response(
+        _choice(content="x"),
+        usage={"prompt_tokens": True, "prompt_tokens_details": [], "completion_tokens": 1.5},
+    ),
+    "fingerprint and tier": _response(_choice(content="x"), system_fingerprint="fp", service_tier="default"),
+    "empty and odd top-level values": _response(_choice(content="x"), id="", model=5, service_tier=""),
+    "n=2 out of order": _response(_choice(1, content="b"), _choice(0, "length", content="a")),
+    "index not an int": _response(
+        _choice("1", content="b"), _choice(None, content="a"), _choice(True, content="c")
+    ),
+    "finish reasons": _response(
+        _choice(finish=None, content=""), _choice(1, finish="", content="z"), _choice(2, 5)
+    ),
+    "content null": _response(_choice(content=None)),
+    "no content": _response(_choice()),
+    "role empty": _response(_choice(content="x", role="")),
+    "role null": _response(_choice(content="x", role=None)),
+    "role other": _response(_choice(content="x", role="developer")),
+    "role tool": _response(_choice(content="x", role="tool", tool_call_id="c")),
+    "role function": _response(_choice(content="x", role="function")),
+    "role not a string": _response(_choice(content="x", role=3)),
+    "content parts": _response(_choice(content=[{"type": "text", "text": "hi"}])),
+    "content odd": _response(_choice(content={"a": 1})),
+    "refusal": _response(_choice(content=None, refusal="no")),
+    "empty refusal": _response(_choice(content="x", refusal="")),
+    "reasoning": _response(_choice(content="x", reasoning_content="think")),
+    "tool calls": _response(
+        _choice(
+            content=None,
+            tool_calls=[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        )
+    ),
+    "empty tool calls": _response(_choice(content="x", tool_calls=[])),
+    "function call": _response(_choice(content=None, function_call={"name": "f", "arguments": "{}"})),
+    "audio": _response(_choice(content=None, audio={"data": "AAA", "transcript": "hi"})),
+    "message null": _response({"index": 0, "message": None, "finish_reason": "stop"}),
+    "no message": _response({"index": 0, "finish_reason": "stop"}),
+    "message a string": _response({"index": 0, "message": "hi", "finish_reason": "stop"}),
+    "choice not an object": _response("x", _choice(content="y")),
+    "choices empty": _response(),
+    "choices missing": _response(None),
+    "choices null": _response(None, choices=None),
+    "choices not a list": _response(None, choices={"0": {}}),
+    "not an object": b'[{"choices": []}]',
+    "not JSON": b'{"choices": [',
+    "empty": b"",
+    "not UTF-8": b'{"id": "\xff"}',
+}
+
+
+@pytest.mark.parametrize("name", list(RESPONSES))
+def test_chat_response_view_equals_the_general_mapping(name: str) -> None:
+    from gateway.telemetry import genai
+    from gateway.telemetry.genai import chat_view
+    from gateway.telemetry.genai.common import decode_object
+
+    body = RESPONSES[name]
+    fast = chat_view.chat_response(body)
+    if fast is None:  # not the common shape: the caller maps it the general way
+        return
+    doc = decode_object(body)
+    assert fast == (genai.output_messages("chat", doc), genai.response_info("chat", doc)), name
+
+
+def test_chat_response_view_takes_the_common_shapes() -> None:
+    from gateway.telemetry.genai import chat_view
+
+    for name in ("plain", "usage", "n=2 out of order", "index not an int", "finish reasons", "role null"):
+        assert chat_view.chat_response(RESPONSES[name]) is not None, name
+    for name in (
+        "role tool",
+        "content parts",
+        "refusal",
+        "tool calls",
+        "audio",
+        "message null",
+        "not an object",
+    ):
+        assert chat_view.chat_response(RESPONSES[name]) is None, name
+
+
+@pytest.mark.parametrize("name", list(RESPONSES))
+def test_enriched_model_call_has_the_general_mapping_attributes(name: str) -> None:
+    from bench.exporter_throughput import _INPUT
+    from exporter.enrich import enrich_batch
+    from gateway.telemetry import genai
+    from gateway.telemetry.expand import expand_batch
+    from gateway.telemetry.wire import SCHEMA_VERSION, Resource, TraceBatch
+    from tests.records import chat_record
+
+    body = RESPONSES[name]
+    record = msgspec.structs.replace(chat_record(), request_body=_INPUT, response_body=body)
+    batch = expand_batch(TraceBatch(SCHEMA_VERSION, Resource("svc", "", "", {}), [record]))
+    enrich_batch(batch)
+    (call,) = [s for s in batch.spans if s.kind == 3]
+    expected = genai.model_call_attributes("chat", _INPUT, body)  # the general path, end to end
+    for key, value in expected.items():
+        if key.startswith(("gen_ai.usage.", "logfire.")):
+            continue  # the gateway's own token counts win; the schema names what the span holds
+        assert call.attributes.get(key) == value, (name, key)
+    assert ("gen_ai.output.messages" in call.attributes) == ("gen_ai.output.messages" in expected), name

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import msgspec
 
+from gateway.telemetry.genai.chat_view import usage_info
 from gateway.telemetry.genai.common import (
     DECODE_ERRORS,
     ResponseInfo,
@@ -272,13 +273,6 @@ def chat_response_info(doc: dict[str, Any] | None) -> ResponseInfo:
     """Id, model, finish reasons and usage (with cached and reasoning tokens) of a response."""
     if doc is None:
         return ResponseInfo()
-    usage = as_dict(doc.get("usage"))
-    inp = as_int(usage.get("prompt_tokens"))
-    out = as_int(usage.get("completion_tokens"))
-    if inp is None:  # embeddings name them as the Responses API does
-        inp = as_int(usage.get("input_tokens"))
-    if out is None:
-        out = as_int(usage.get("output_tokens"))
     return ResponseInfo(
         id=as_str(doc.get("id")),
         model=as_str(doc.get("model")),
@@ -287,12 +281,9 @@ def chat_response_info(doc: dict[str, Any] | None) -> ResponseInfo:
             for c in as_list(doc.get("choices"))
             if isinstance(c, dict) and as_str(c.get("finish_reason"))
         ],
-        input_tokens=inp,
-        output_tokens=out,
-        cache_read_tokens=as_int(as_dict(usage.get("prompt_tokens_details")).get("cached_tokens")),
-        reasoning_tokens=as_int(as_dict(usage.get("completion_tokens_details")).get("reasoning_tokens")),
         system_fingerprint=as_str(doc.get("system_fingerprint")),
         service_tier=as_str(doc.get("service_tier")),
+        **usage_info(doc.get("usage")),
     )
 
 
