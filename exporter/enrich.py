@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from gateway.telemetry import genai
+from gateway.telemetry.genai import chat_view
 from gateway.telemetry.genai.common import DECODE_ERRORS, decode_object
 from gateway.telemetry.genai.openai import assemble_chat_stream
 from gateway.telemetry.spans import (
@@ -274,6 +275,7 @@ def _enrich_trace(root: Span, clients: list[Span], content: bool) -> None:
             input_attrs = genai.content_attributes(genai.request_content(api, raw))
         attrs[TFY_INPUT_SHORT_HAND] = input_short_hand(raw)
     response: dict[str, Any] | None = None
+    mapped: tuple[list[genai.OutputMessage] | None, genai.ResponseInfo] | None = None
     if isinstance(sse, bytes):
         usage = (attrs.get(TFY_INPUT_TOKENS), attrs.get(TFY_OUTPUT_TOKENS))
         response = genai.assemble(api, sse, usage if usage != (None, None) else None)
@@ -282,16 +284,22 @@ def _enrich_trace(root: Span, clients: list[Span], content: bool) -> None:
     else:
         out = attrs.get(TFY_OUTPUT)
         if isinstance(out, bytes | str):
-            response = decode_object(out)
+            if api == "chat":  # the common answer in one typed decode, else the general mapping
+                mapped = chat_view.chat_response(out)
+            if mapped is None:
+                response = decode_object(out)
     served = next((c for c in reversed(clients) if c.status_code != STATUS_ERROR), None)
     for span in clients:
         span.attributes.update(request_attrs)
         span.attributes.update(input_attrs)
-        if span is served and response is not None:
-            output = genai.output_messages(api, response) if content else None
-            if output:
+        if span is served and (mapped is not None or response is not None):
+            if mapped is None:
+                output = genai.output_messages(api, response) if content else None
+                info = genai.response_info(api, response)
+            else:
+                output, info = mapped
+            if output and content:
                 span.attributes[GEN_AI_OUTPUT_MESSAGES] = genai.encode(output)
-            info = genai.response_info(api, response)
             for key, value in genai.response_attributes(info).items():
                 span.attributes.setdefault(key, value)  # the gateway's own usage count wins
             if span.attributes.get(GEN_AI_PROVIDER) == "openai":

@@ -95,8 +95,27 @@ def expand_batch(batch: TraceBatch) -> SpanBatch:
     return SpanBatch(SCHEMA_VERSION, batch.resource, spans)
 
 
+# (target, endpoint, stream, attempt kind, status) -> the CLIENT span's attributes. They repeat
+# for every call to a target, and copying a ready dict measured ~4x cheaper than ten insertions.
+_client_templates: dict[tuple[Any, ...], dict[str, Any]] = {}
+_TEMPLATES_MAX = 4096  # targets x endpoints x statuses stay few; bound it anyway
+
+
 def client_attributes(attempt: AttemptRecord, endpoint: str, stream: bool) -> dict[str, Any]:
-    """Attributes of the CLIENT span of one upstream attempt."""
+    """Attributes of the CLIENT span of one upstream attempt (a new dict the caller may change)."""
+    if attempt.error_type:
+        return _client_attributes(attempt, endpoint, stream)
+    key = (attempt.target, endpoint, stream, attempt.kind, attempt.status)
+    template = _client_templates.get(key)
+    if template is None:
+        template = _client_attributes(attempt, endpoint, stream)
+        if len(_client_templates) < _TEMPLATES_MAX:
+            _client_templates[key] = template
+        return dict(template)
+    return template.copy()
+
+
+def _client_attributes(attempt: AttemptRecord, endpoint: str, stream: bool) -> dict[str, Any]:
     target = attempt.target
     span_type, operation = SPAN_TYPES.get(endpoint, ("ChatCompletion", "chat"))
     attrs: dict[str, Any] = {
