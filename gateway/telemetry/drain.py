@@ -122,7 +122,7 @@ class Drainer:
             return 0
         batch = TraceBatch(SCHEMA_VERSION, self.resource, traces)
         try:
-            done = await self.sink.send(batch)
+            done = await self.sink.send(batch, spans)
         except BaseException:
             self.ring.unpop(traces)  # cancelled or broken mid-send: keep them
             raise
