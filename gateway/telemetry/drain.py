@@ -117,12 +117,12 @@ class Drainer:
         """Ship one batch (if any spans are buffered); returns the number of spans delivered.
 
         Traces the sink did not finish with go back to the front of the ring."""
-        traces = self.ring.pop_batch(self._batch_max, self.sink.max_batch_bytes)
+        traces, spans = self.ring.pop_batch_counted(self._batch_max, self.sink.max_batch_bytes)
         if not traces:
             return 0
         batch = TraceBatch(SCHEMA_VERSION, self.resource, traces)
         try:
-            done = await self.sink.send(batch)
+            done = await self.sink.send(batch, spans)
         except BaseException:
             self.ring.unpop(traces)  # cancelled or broken mid-send: keep them
             raise
@@ -133,7 +133,7 @@ class Drainer:
             self._retry_s = 0.0
         if done:
             self.batches_sent += 1
-        return sum(t.span_count for t in traces[:done])
+        return spans if done == len(traces) else sum(t.span_count for t in traces[:done])
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Final flush of the ring, then drain the sink; bounded by ``timeout_s`` overall."""

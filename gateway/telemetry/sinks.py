@@ -43,7 +43,7 @@ class Sink(Protocol):
 
     async def start(self) -> None: ...
 
-    async def send(self, batch: TraceBatch) -> int: ...
+    async def send(self, batch: TraceBatch, spans: int) -> int: ...
 
     async def stop(self, timeout_s: float) -> None: ...
 
@@ -200,10 +200,11 @@ class NatsSink:
     async def _on_reconnected(self) -> None:
         log.info("telemetry: reconnected to NATS; publishing resumes")
 
-    async def send(self, batch: TraceBatch) -> int:
+    async def send(self, batch: TraceBatch, spans: int) -> int:
         """Publish ``batch`` (split to fit ``max_payload``), each message acked by the stream.
 
-        Returns how many leading traces are done (acked, or dropped and counted)."""
+        ``spans`` is ``batch.span_count``, which the ring already knows. Returns how many leading
+        traces are done (acked, or dropped and counted)."""
         nc = self._nc
         if (
             not nc.is_connected
@@ -213,7 +214,7 @@ class NatsSink:
             self._down_log.warning(
                 "telemetry: NATS unavailable at %s; %d spans held in the ring",
                 self._cfg.url,
-                batch.span_count,
+                spans,
             )
             return 0
         items, groups, truncated = plan_messages(batch, nc.max_payload)
@@ -225,8 +226,10 @@ class NatsSink:
                 nc.max_payload,
             )
         done = 0
+        whole = len(items) == 1  # the usual case: one message, whose span count is known
         for item, traces in zip(items, groups, strict=True):
-            spans = sum(t.span_count for t in traces)
+            if not whole:
+                spans = sum(t.span_count for t in traces)
             if not isinstance(item, bytes):
                 self._counters.drop("oversize", spans)
                 self._size_log.warning(
@@ -309,9 +312,9 @@ class EmbeddedSink:
         """Start the pipeline's destination workers."""
         await self._pipeline.start()
 
-    async def send(self, batch: TraceBatch) -> int:
+    async def send(self, batch: TraceBatch, spans: int) -> int:
         """``submit`` is non-blocking: the pipeline queues or drops (and counts) on its side."""
-        n = batch.span_count
+        n = spans
         size = sum(record_bytes(t) for t in batch.traces)
         try:
             self._pipeline.submit(expand_batch(batch), size=size)

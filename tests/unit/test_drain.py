@@ -86,7 +86,7 @@ async def test_stop_deadline_drops_and_counts() -> None:
 
         async def start(self) -> None: ...
 
-        async def send(self, batch: TraceBatch) -> int:
+        async def send(self, batch: TraceBatch, spans: int) -> int:
             await asyncio.sleep(10)
             return len(batch.traces)
 

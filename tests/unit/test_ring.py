@@ -88,3 +88,31 @@ def test_bounded_in_bytes_and_unpop_keeps_order() -> None:
     ring.unpop(taken)  # not delivered: back in front, in order, even past the bounds
     assert ring.pop_batch(100, max_bytes=10 * size) == traces[:3]
     assert ring.pending_bytes == 0 and ring.pending_spans == 0
+
+
+def test_remembered_counts_equal_the_records_own() -> None:
+    """push remembers each trace's span count and size; what pop_batch_counted and the byte
+    bound use must be exactly span_count and record_bytes, nested MCP bodies included."""
+    from gateway.telemetry.ring import record_bytes
+    from gateway.telemetry.wire import McpCallRecord, McpRecord
+
+    call = McpCallRecord(
+        b"c" * 8, "srv", "tools/call", "t", "1", 1, 2, 200, arguments=b"a" * 500, result=b"r" * 700
+    )
+    mcp = chat_record(
+        mcp=McpRecord("srv", "POST", "tools/call", "t", "1", "", "2025-06-18", calls=(call, call))
+    )
+    traces = [_trace(1), mcp, chat_record(b"x" * 3000), _trace(4), mcp]
+    ring = TraceRing(capacity=100, batch_max_spans=1000)
+    for t in traces:
+        ring.push(t)
+    assert ring.pending_spans == sum(t.span_count for t in traces) == ring.counters.recorded
+    assert ring.pending_bytes == sum(record_bytes(t) for t in traces)
+    taken, spans = ring.pop_batch_counted(traces[0].span_count + traces[1].span_count + 1)
+    assert taken == traces[:2] and spans == sum(t.span_count for t in taken)
+    assert ring.pending_bytes == sum(record_bytes(t) for t in traces[2:])
+    ring.unpop(taken)
+    assert ring.pending_bytes == sum(record_bytes(t) for t in traces)
+    taken, spans = ring.pop_batch_counted(1000, 1 << 40)
+    assert taken == traces and spans == sum(t.span_count for t in traces)
+    assert ring.pending_bytes == 0 and ring.pending_spans == 0
