@@ -14,8 +14,8 @@ For each target (see ``bench.targets``), in one session and against one mock ups
 4. RSS of the target's processes (granian's worker is a child of the supervisor).
 
 The target runs on one CPU, the mock, helpers and load generators on the other (``taskset``);
-the exporter and the OTLP sink run there under ``SCHED_IDLE`` (``--background nice``: ``nice -n
-19``), and the exporter is paused during open-loop latency phases (``--exporter-during-latency run`` keeps it
+the exporter and the OTLP sink run there at the lowest priority (``nice -n 19``), and the
+exporter is paused during open-loop latency phases (``--exporter-during-latency run`` keeps it
 running): sharing the load CPU, its bursts would delay the mock and the generator.
 Results: a table on stdout, ``bench/results/overhead-<time>.json`` and a PNG plot beside it.
 Numbers on a shared machine are noisy: compare ratios within one run, not across runs.
@@ -70,7 +70,6 @@ class Options:
     # Latency phases with the exporter SIGSTOPped (spans wait in NATS, exported right after):
     # on two CPUs it shares the load CPU, where its bursts delay the mock and the generator.
     pause_exporter: bool = True
-    background: str = "idle"  # the exporter and sink on the load CPU: "idle" (SCHED_IDLE) or "nice"
 
 
 @contextlib.contextmanager
@@ -398,7 +397,7 @@ def run(opts: Options, extra_targets: dict[str, Any] | None = None) -> dict[str,
     if unknown:
         raise SystemExit(f"unknown targets: {', '.join(unknown)} (known: {', '.join(factories)})")
     names = ["direct"] + [t for t in opts.targets if t != "direct"]  # the reference always runs first
-    pinning = decide_pinning(disable=not opts.pin, background=opts.background)
+    pinning = decide_pinning(disable=not opts.pin)
     print(f"pinning: {pinning.note}", flush=True)
     if opts.pause_exporter:
         print("exporter: paused during open-loop latency phases (spans wait in NATS)", flush=True)
@@ -510,12 +509,6 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
         default="pause",
         help="the exporter during open-loop latency phases (default: paused, see bench/README.md)",
     )
-    parser.add_argument(
-        "--background",
-        choices=["idle", "nice"],
-        default="idle",
-        help="scheduling of the exporter and OTLP sink on the load CPU: SCHED_IDLE (default) or nice 19",
-    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="per-request timeout of the open-loop generator"
@@ -536,7 +529,6 @@ def parse_args(argv: list[str] | None = None, extra_targets: list[str] | None = 
         pin=not args.no_pin,
         stream=not args.no_stream,
         pause_exporter=args.exporter_during_latency == "pause",
-        background=args.background,
     )
     if args.quick:
         opts.duration_s, opts.warmup_s, opts.rates, opts.connections = 2.0, 1.0, [250.0], [64]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -37,24 +36,16 @@ class Pinning:
     target_cpu: int | None
     load_cpu: int | None
     note: str
-    background: str = "idle"  # "idle" (SCHED_IDLE) or "nice" (nice 19), see prefix()
 
     def prefix(self, role: str) -> list[str]:
         """Command prefix for ``role``: "target" or "load" (``taskset``; empty when not pinning), or
-        "background": on the load CPU, under ``SCHED_IDLE`` (``chrt --idle 0``) or, with
-        ``background="nice"`` or no ``chrt``, at the lowest nice level (``nice -n 19``).
+        "background": on the load CPU at the lowest priority (``nice -n 19``).
 
         Background is for consumers that production runs on their own CPUs (the exporter, the
         OTLP sink): here they share the load CPU, and at normal priority their bursts of work
         would delay the mock and the load generators, which shows up as latency added by the
-        target that the target did not add. ``nice 19`` still lets a running exporter batch keep
-        the CPU for a scheduler slice when the mock or the generator wakes (measured: +1-3 ms
-        at p99 at 250 req/s); a ``SCHED_IDLE`` task is preempted at once, and still gets every
-        cycle the load side leaves idle, so the exporter keeps up (the run's probes show the
-        OTLP sink receiving every span)."""
+        target that the target did not add."""
         if role == "background":
-            if self.background == "idle" and shutil.which("chrt"):
-                return ["chrt", "--idle", "0", *self.prefix("load")]
             return ["nice", "-n", "19", *self.prefix("load")]
         if not self.enabled:
             return []
@@ -62,27 +53,20 @@ class Pinning:
         return ["taskset", "-c", str(cpu)]
 
 
-def decide_pinning(disable: bool = False, background: str = "idle") -> Pinning:
-    """Pin the target to the first allowed CPU and the rest to the second, when two exist.
-
-    ``background``: how the exporter and the OTLP sink share the load CPU ("idle" or "nice",
-    see :meth:`Pinning.prefix`)."""
+def decide_pinning(disable: bool = False) -> Pinning:
+    """Pin the target to the first allowed CPU and the rest to the second, when two exist."""
     cpus = sorted(os.sched_getaffinity(0))
     if disable:
-        return Pinning(False, None, None, "pinning disabled by --no-pin", background)
+        return Pinning(False, None, None, "pinning disabled by --no-pin")
     if len(cpus) < 2:
-        note = f"pinning impossible: only {len(cpus)} CPU available; all share it"
-        return Pinning(False, None, None, note, background)
+        return Pinning(False, None, None, f"pinning impossible: only {len(cpus)} CPU available; all share it")
     if subprocess.run(["which", "taskset"], capture_output=True, check=False).returncode != 0:
-        return Pinning(False, None, None, "pinning impossible: taskset not found", background)
-    policy = "SCHED_IDLE" if background == "idle" and shutil.which("chrt") else "nice 19"
+        return Pinning(False, None, None, "pinning impossible: taskset not found")
     return Pinning(
         True,
         cpus[0],
         cpus[1],
-        f"target on CPU {cpus[0]}; mock, helpers and load generators on CPU {cpus[1]} "
-        f"(exporter and OTLP sink at {policy})",
-        background,
+        f"target on CPU {cpus[0]}; mock, helpers and load generators on CPU {cpus[1]} (exporter and OTLP sink at nice 19)",
     )
 
 
