@@ -47,7 +47,6 @@ class Attempt:
         "feed",
         "first_out",
         "first_pc",
-        "relayed_headers",
         "local",
     )
 
@@ -64,7 +63,6 @@ class Attempt:
         self.feed: Callable[[bytes], bytes] = _no_stream
         self.first_out = b""
         self.first_pc = 0  # perf_counter_ns() when the first client-visible bytes were ready
-        self.relayed_headers: list[tuple[str, str]] = []
         self.local = False  # answered by the gateway itself (an estimate): no provider health
 
     @property
