@@ -226,15 +226,14 @@ class NatsSink:
                 nc.max_payload,
             )
         done = 0
-        whole = len(items) == 1  # the usual case: one message, whose span count is known
+        whole = len(items) == 1  # the usual case: one message, whose span count is ``spans``
         for item, traces in zip(items, groups, strict=True):
-            if not whole:
-                spans = sum(t.span_count for t in traces)
+            group_spans = spans if whole else sum(t.span_count for t in traces)
             if not isinstance(item, bytes):
-                self._counters.drop("oversize", spans)
+                self._counters.drop("oversize", group_spans)
                 self._size_log.warning(
                     "telemetry: a trace of %d spans does not fit a NATS message even without bodies; dropped",
-                    spans,
+                    group_spans,
                 )
                 done += len(traces)
                 continue
@@ -247,12 +246,14 @@ class NatsSink:
                 # Not acked: the stream may or may not have it. The drainer re-sends it later
                 # with the same message id, which the stream de-duplicates.
                 self._error_log.warning(
-                    "telemetry: publishing %d spans to JetStream failed (kept, will retry): %r", spans, exc
+                    "telemetry: publishing %d spans to JetStream failed (kept, will retry): %r",
+                    group_spans,
+                    exc,
                 )
                 if isinstance(exc, nats.js.errors.NotFoundError | nats.js.errors.NoStreamResponseError):
                     self._stream_ready = False  # someone deleted the stream: create it again
                 return done
-            self._counters.published += spans
+            self._counters.published += group_spans
             self.messages_published += 1
             done += len(traces)
         return done
